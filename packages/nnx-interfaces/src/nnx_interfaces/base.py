@@ -1,0 +1,194 @@
+"""The `Interfaces` contract: the math linking data, noise and a network.
+
+Every objective is an `nnx.Module` wrapping a backbone (see `nnx_backbones.contract`) and an ABC
+with the methods below. Each interface declares its `time_domain` (where noise and data are, in its
+own time variable), so samplers integrate `pred` from `time_domain.noise` to `time_domain.data`
+without knowing which interface they run. `pred` returns dx/dt in that time variable, so an Euler
+step is always `x + (t_next − t)·pred(x, t)`.
+
+Affine paths x_t = α(t)·x + σ(t)·n declare `alpha_sigma(t)`; from it the base class derives the
+denoiser x̂ = E[x | x_t] from any velocity (`denoise`), which is what data-prediction samplers
+(DPM-Solver++, DDIM) use, and `nnx_interfaces.oracles` derives closed-form Gaussian answers.
+"""
+
+import abc
+import dataclasses
+import enum
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from nnx_interfaces.errors import InterfaceConfigError
+
+
+class TrainingTimeDistType(str, enum.Enum):
+    """Training time distributions every interface supports, each with its own (mu, sigma)."""
+
+    UNIFORM = "uniform"
+    LOGNORMAL = "lognormal"
+    LOGITNORMAL = "logitnormal"
+
+    @classmethod
+    def parse(cls, value: "str | TrainingTimeDistType") -> "TrainingTimeDistType":
+        """Accept the enum or its (case-insensitive) name; raise a clear error otherwise."""
+        if isinstance(value, cls):
+            return value
+        try:
+            return cls(str(value).lower())
+        except ValueError:
+            valid = ", ".join(repr(m.value) for m in cls)
+            raise InterfaceConfigError(
+                f"Unknown train_time_dist_type {value!r}; expected one of {valid}."
+            ) from None
+
+
+@dataclasses.dataclass(frozen=True)
+class TimeDomain:
+    """Where an interface's sampling starts and ends, in its own time variable.
+
+    Attributes:
+      noise: time value at the noise end (samplers start here), e.g. 1.0 for SiT, σ_max for EDM.
+      data: time value at the data end (samplers stop here), e.g. 0.0 for SiT and EDM, 1.0 for the
+        flow-map objectives (source at 0, data at 1).
+      variable: what the time is: "t" (interpolation time), "sigma" (EDM noise level) or
+        "angle" (TrigFlow).
+      eps: the closest distance to the data end at which `pred`/`score` may be evaluated
+        (e.g. EDM's σ_min = 0.002); schedules stop their last network evaluation there.
+    """
+
+    noise: float
+    data: float
+    variable: str = "t"
+    eps: float = 0.0
+
+    @property
+    def low(self) -> float:
+        return min(self.noise, self.data)
+
+    @property
+    def high(self) -> float:
+        return max(self.noise, self.data)
+
+    @property
+    def direction(self) -> float:
+        """+1 if sampling increases time (noise at low t), −1 if it decreases it."""
+        return 1.0 if self.data > self.noise else -1.0
+
+    @property
+    def last_eval(self) -> float:
+        """The time nearest the data end at which the network may still be evaluated."""
+        return self.data - self.direction * self.eps
+
+
+class Interfaces(nnx.Module, abc.ABC):
+    """Base class of every diffusion / flow-matching / flow-map objective.
+
+    Randomness: keys come from the `nnx.Rngs` given as `rngs`, defaulting to the wrapped network's
+    `rngs` attribute, with the streams `time` (t), `noise` (n) and `label_dropout`.
+    """
+
+    def __init__(
+        self,
+        network: nnx.Module,
+        train_time_dist_type: str | TrainingTimeDistType,
+        *,
+        rngs: nnx.Rngs | None = None,
+    ):
+        self.network = network
+        self.train_time_dist_type = TrainingTimeDistType.parse(train_time_dist_type)
+        if rngs is None:
+            rngs = getattr(network, "rngs", None)
+        if rngs is None:
+            raise InterfaceConfigError(
+                "No nnx.Rngs found: pass rngs=nnx.Rngs(...) or give the network an `rngs` "
+                "attribute with the streams 'time', 'noise' and 'label_dropout'."
+            )
+        self.rngs = rngs
+
+    # --- time domain and path --------------------------------------------------------------
+    @property
+    @abc.abstractmethod
+    def time_domain(self) -> TimeDomain:
+        """Where noise and data are in this interface's time variable."""
+
+    def alpha_sigma(self, t: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Path coefficients (α(t), σ(t)) of x_t = α(t)·x + σ(t)·n, for affine paths."""
+        raise NotImplementedError(f"{type(self).__name__} does not declare an affine path.")
+
+    # --- preconditioning ---------------------------------------------------------------------
+    @abc.abstractmethod
+    def c_in(self, t: jax.Array) -> jax.Array: ...
+
+    @abc.abstractmethod
+    def c_out(self, t: jax.Array) -> jax.Array: ...
+
+    @abc.abstractmethod
+    def c_skip(self, t: jax.Array) -> jax.Array: ...
+
+    @abc.abstractmethod
+    def c_noise(self, t: jax.Array) -> jax.Array: ...
+
+    # --- training distribution ---------------------------------------------------------------
+    @abc.abstractmethod
+    def sample_t(self, shape: tuple[int, ...]) -> jax.Array:
+        """Draw training times from the `time` stream."""
+
+    @abc.abstractmethod
+    def sample_n(self, shape: tuple[int, ...]) -> jax.Array:
+        """Draw noise from the `noise` stream."""
+
+    @abc.abstractmethod
+    def sample_x_t(self, x: jax.Array, n: jax.Array, t: jax.Array) -> jax.Array: ...
+
+    @abc.abstractmethod
+    def target(self, x: jax.Array, n: jax.Array, t: jax.Array, *args, **kwargs) -> jax.Array: ...
+
+    # --- model outputs -----------------------------------------------------------------------
+    @abc.abstractmethod
+    def pred(self, x_t: jax.Array, t: jax.Array, *args, **kwargs) -> jax.Array:
+        """dx/dt of the probability-flow ODE in this interface's time variable."""
+
+    @abc.abstractmethod
+    def score(self, x_t: jax.Array, t: jax.Array, *args, **kwargs) -> jax.Array:
+        """∇ log p_t(x_t)."""
+
+    @abc.abstractmethod
+    def loss(self, x: jax.Array, *args, return_aux: bool = False, **kwargs) -> Any:
+        """Training loss (a scalar), or `(loss, aux_dict)` with `return_aux=True`."""
+
+    def __call__(self, x: jax.Array, *args, **kwargs) -> Any:
+        return self.loss(x, *args, **kwargs)
+
+    def denoise(self, x_t: jax.Array, t: jax.Array, *args, **kwargs) -> jax.Array:
+        """E[x | x_t] from `pred`, for affine paths: x̂ = (σ'·x_t − σ·v) / (α·σ' − α'·σ)."""
+        alpha, sigma, d_alpha, d_sigma = self.path_derivatives(t)
+        v = self.pred(x_t, t, *args, **kwargs)
+        b = self.bcast_right
+        return (b(d_sigma, x_t) * x_t - b(sigma, x_t) * v) / b(
+            alpha * d_sigma - d_alpha * sigma, x_t
+        )
+
+    def path_derivatives(self, t: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+        """(α, σ, dα/dt, dσ/dt) at `t`, derivatives by forward-mode autodiff."""
+        (alpha, sigma), (d_alpha, d_sigma) = jax.jvp(self.alpha_sigma, (t,), (jnp.ones_like(t),))
+        return alpha, sigma, d_alpha, d_sigma
+
+    # --- helpers -----------------------------------------------------------------------------
+    @staticmethod
+    def mean_flat(x: jax.Array) -> jax.Array:
+        """Mean over every axis but the first: `[B, ...]` → `[B]`."""
+        return jnp.mean(x, axis=tuple(range(1, x.ndim)))
+
+    @staticmethod
+    def bcast_right(x: jax.Array, y: jax.Array) -> jax.Array:
+        """Append trailing unit axes to `x` (`[B]`) so it broadcasts against `y` (`[B, ...]`)."""
+        if x.ndim > y.ndim:
+            raise ValueError(f"cannot broadcast shape {x.shape} to the right of {y.shape}")
+        return x.reshape(x.shape + (1,) * (y.ndim - x.ndim))
+
+    @staticmethod
+    def t_shift(t: jax.Array, shift: float) -> jax.Array:
+        """Resolution time shift t ↦ s·t / (1 + (s − 1)·t): fixes 0 and 1, monotone for s > 0."""
+        return shift * t / (1 + (shift - 1) * t)
