@@ -79,7 +79,7 @@ def main() -> int:
         for dist in sorted(unused):
             problems.append(
                 f"{own}: declares '{dist}' but no module under {member}/src imports it; remove "
-                f"it from [project].dependencies (dependencies are declared where used, never more)."
+                f"it from [project].dependencies (declared where used, never more)."
             )
     if problems:
         print("Dependency declarations do not match imports:\n  " + "\n  ".join(problems))

@@ -1,3 +1,3 @@
-"""The ImageNet training app: configs per method, grain data pipeline, CLI and an offline digits demo."""
+"""The ImageNet training app: configs, grain data pipeline, CLI and an offline digits demo."""
 
 __version__ = "0.1.0"

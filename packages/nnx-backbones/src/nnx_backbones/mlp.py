@@ -1,4 +1,4 @@
-"""MLP backbone for low-dimensional data (2-D toys, robot action chunks) under the backbone contract.
+"""MLP backbone for low-dimensional data (2-D toys, action chunks) under the backbone contract.
 
 x: `[B, D]` or `[B, T, D]` (flattened to `[B, T·D]` inside); t and optional r enter as sin/cos
 features (`sinusoidal_embedding`, t of order one) through a small MLP; y is either int class

@@ -23,7 +23,7 @@ from flax import nnx
 from nnx_interfaces.errors import InterfaceConfigError
 
 
-class TrainingTimeDistType(str, enum.Enum):
+class TrainingTimeDistType(enum.StrEnum):
     """Training time distributions every interface supports, each with its own (mu, sigma)."""
 
     UNIFORM = "uniform"
