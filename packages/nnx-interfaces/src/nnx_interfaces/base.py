@@ -6,6 +6,11 @@ own time variable), so samplers integrate `pred` from `time_domain.noise` to `ti
 without knowing which interface they run. `pred` returns dx/dt in that time variable, so an Euler
 step is always `x + (t_next − t)·pred(x, t)`.
 
+Two-time interfaces (MeanFlow, flow maps, shortcut models) take a second time:
+`pred(x, t, r)` is the average velocity over [t, r], so one jump is `x + (r − t)·pred(x, t, r)`
+(MeanFlow's x_r = x_t − (t − r)·u, a flow map's Φ(x, s, t) = x + (t − s)·f(x, s, t)), and
+`pred(x, t, t)` is the instantaneous velocity. They set `two_time = True`.
+
 Affine paths x_t = α(t)·x + σ(t)·n declare `alpha_sigma(t)`; from it the base class derives the
 denoiser x̂ = E[x | x_t] from any velocity (`denoise`), which is what data-prediction samplers
 (DPM-Solver++, DDIM) use, and `nnx_interfaces.oracles` derives closed-form Gaussian answers.
@@ -88,6 +93,8 @@ class Interfaces(nnx.Module, abc.ABC):
     Randomness: keys come from the `nnx.Rngs` given as `rngs`, defaulting to the wrapped network's
     `rngs` attribute, with the streams `time` (t), `noise` (n) and `label_dropout`.
     """
+
+    two_time: bool = False
 
     def __init__(
         self,
