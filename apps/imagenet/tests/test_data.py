@@ -83,7 +83,8 @@ def test_latent_shards_round_trip_scaled_with_flipped_copy(tmp_path):
     rng = np.random.default_rng(0)
     z = rng.normal(size=(10, 2, 2, 4)).astype(np.float32)
     y = np.arange(10) % 3
-    with LatentShardWriter(tmp_path / "lat", shard_size=4, scale=0.5, shift=1.0, num_classes=3) as w:
+    lat = tmp_path / "lat"
+    with LatentShardWriter(lat, shard_size=4, scale=0.5, shift=1.0, num_classes=3) as w:
         w.add(z[:7], z[:7, :, ::-1], y[:7])
         w.add(z[7:], z[7:, :, ::-1], y[7:])
     meta = json.loads((tmp_path / "lat" / "manifest.json").read_text())
@@ -99,14 +100,14 @@ def test_latent_shards_round_trip_scaled_with_flipped_copy(tmp_path):
     (tmp_path / "lat" / "shard-00001.labels.npy").unlink()
     with pytest.raises(DataError, match="missing; re-run `prepare`"):
         LatentShardSource(tmp_path / "lat")
-    with pytest.raises(DataError, match="No manifest.json"):
+    with pytest.raises(DataError, match=r"No manifest\.json"):
         LatentShardSource(tmp_path)
 
 
 def test_digits_tree_split_is_stratified_and_read_back_exactly(tmp_path):
     root = write_digits_tree(tmp_path / "digits")
     split = load_digits_split()
-    (xtr, ytr), (xva, yva) = split["train"], split["val"]
+    (_, ytr), (xva, yva) = split["train"], split["val"]
     assert len(ytr) + len(yva) == 1797
     # Stratified 80/20: each class has round(0.2·n) held-out images; no overlap of images.
     for c in range(10):

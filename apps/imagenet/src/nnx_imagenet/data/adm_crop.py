@@ -1,4 +1,4 @@
-"""ADM centre crop (guided-diffusion's `center_crop_arr`), the ImageNet preprocessing of DiT/SiT/REPA.
+"""ADM centre crop (guided-diffusion's `center_crop_arr`): the DiT/SiT/REPA ImageNet preprocessing.
 
 1. While the short side is ≥ 2·res, halve both sides with a BOX filter (anti-aliased downsampling).
 2. Resize with BICUBIC so that the short side equals res (long side rounded).

@@ -21,7 +21,9 @@ NUM_CLASSES = 10
 RESOLUTION = 8
 
 
-def load_digits_split(held_out: float = 0.2, seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def load_digits_split(
+    held_out: float = 0.2, seed: int = 0
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """The digits as uint8 images `[N, 8, 8]` and labels `[N]`, split into "train" and "val".
 
     The split is stratified: each class contributes `round(held_out · n_class)` images to "val",

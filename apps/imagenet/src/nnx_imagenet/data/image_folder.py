@@ -30,7 +30,9 @@ def scan_image_folder(split_dir: str | os.PathLike) -> tuple[list[str], list[tup
     expected = f"expected {split_dir}/<synset>/*.JPEG (one folder per class)"
     if not split_dir.is_dir():
         raise DataError(f"Data folder {split_dir} does not exist; {expected}.")
-    classes = sorted(p.name for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    classes = sorted(
+        p.name for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith(".")
+    )
     if not classes:
         raise DataError(f"No class folders under {split_dir}; {expected}.")
     samples: list[tuple[str, int]] = []
@@ -63,9 +65,7 @@ class ImageFolderSource:
       channels: 3 (RGB) or 1 (grayscale).
     """
 
-    def __init__(
-        self, root: str | os.PathLike, split: str, resolution: int, *, channels: int = 3
-    ):
+    def __init__(self, root: str | os.PathLike, split: str, resolution: int, *, channels: int = 3):
         if channels not in (1, 3):
             raise DataError(f"channels must be 1 or 3; got {channels}.")
         self.root = Path(root)

@@ -131,23 +131,23 @@ class LatentShardSource:
         if not path.is_file():
             raise DataError(
                 f"No {MANIFEST} in {self.root}; expected a latent folder written by "
-                f"`nnx-imagenet prepare` (manifest.json + shard-*.latents.npy + shard-*.labels.npy)."
+                f"`nnx-imagenet prepare` (manifest.json, shard-*.latents.npy, shard-*.labels.npy)."
             )
         try:
             self.meta = json.loads(path.read_text())
         except json.JSONDecodeError as e:
             raise DataError(f"{path} is not valid JSON ({e}); re-run `prepare`.") from e
         if self.meta.get("format") != FORMAT:
-            raise DataError(
-                f"{path} has format {self.meta.get('format')!r}; expected {FORMAT!r}."
-            )
+            raise DataError(f"{path} has format {self.meta.get('format')!r}; expected {FORMAT!r}.")
         self._z, self._y = [], []
         for shard in self.meta["shards"]:
             zp = self.root / f"{shard['name']}.latents.npy"
             yp = self.root / f"{shard['name']}.labels.npy"
             for p in (zp, yp):
                 if not p.is_file():
-                    raise DataError(f"Shard file {p} listed in {path} is missing; re-run `prepare`.")
+                    raise DataError(
+                        f"Shard file {p} listed in {path} is missing; re-run `prepare`."
+                    )
             z = np.load(zp, mmap_mode="r")
             y = np.load(yp, mmap_mode="r")
             want = (shard["count"], 2, *self.meta["shape"])

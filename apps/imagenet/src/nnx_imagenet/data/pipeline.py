@@ -1,6 +1,6 @@
 """The grain pipeline: shard per host → shuffle (reseeded each epoch) → repeat → flip → batch.
 
-    source ─ [i::n] per JAX process ─ shuffle(seed) ─ repeat ─ random flip(seed) ─ batch ─ to [−1, 1]
+    source ─ [i::n] per JAX process ─ shuffle(seed) ─ repeat ─ flip(seed) ─ batch ─ to [−1, 1]
 
 Every random choice comes from grain's seeded, index-keyed generators, so the stream depends only on
 (seed, process index, process count) and resuming from `iterator.get_state()` continues the exact

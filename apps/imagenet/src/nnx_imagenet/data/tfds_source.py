@@ -33,7 +33,8 @@ class TfdsSource:
             ) from e
         try:
             self._source = tfds.data_source(name, split=split, data_dir=data_dir)
-            self.num_classes = int(tfds.builder(name, data_dir=data_dir).info.features["label"].num_classes)
+            info = tfds.builder(name, data_dir=data_dir).info
+            self.num_classes = int(info.features["label"].num_classes)
         except Exception as e:
             raise DataError(
                 f"Could not open TFDS {name!r} split {split!r} in data_dir={data_dir!r} ({e}). "
