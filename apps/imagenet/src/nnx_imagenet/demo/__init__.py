@@ -1,0 +1,1 @@
+"""The offline digits demo: a held-out digits classifier, the quality report and the PNG plots."""
