@@ -3,6 +3,8 @@
 from nnx_interfaces.base import Interfaces, TimeDomain, TrainingTimeDistType
 from nnx_interfaces.errors import InterfaceConfigError, InterfaceError
 from nnx_interfaces.oracles import GaussianOracle
+from nnx_interfaces.sit import SiTInterface
+from nnx_interfaces.time_dist import sample_time
 
 __version__ = "0.1.0"
 
@@ -11,6 +13,8 @@ __all__ = [
     "InterfaceConfigError",
     "InterfaceError",
     "Interfaces",
+    "SiTInterface",
     "TimeDomain",
     "TrainingTimeDistType",
+    "sample_time",
 ]

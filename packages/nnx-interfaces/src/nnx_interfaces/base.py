@@ -168,6 +168,25 @@ class Interfaces(nnx.Module, abc.ABC):
     def __call__(self, x: jax.Array, *args, **kwargs) -> Any:
         return self.loss(x, *args, **kwargs)
 
+    def network_output(
+        self, x_t: jax.Array, t: jax.Array, *args, **kwargs
+    ) -> tuple[jax.Array, jax.Array | None]:
+        """Raw backbone output F = network(c_in(t)·x_t, c_noise(t), *args, **kwargs).
+
+        Returns `(F, hidden)`: `hidden` is the backbone's hidden tokens when `return_hidden_at`
+        is among the kwargs (REPA), else None. Labels and `r` travel in `kwargs` (`y=`, `r=`).
+        """
+        x_in = self.bcast_right(self.c_in(t), x_t) * x_t
+        out = self.network(x_in, self.c_noise(t), *args, **kwargs)
+        if kwargs.get("return_hidden_at") is not None:
+            return out[0], out[1]
+        return out, None
+
+    def precondition(self, x_t: jax.Array, t: jax.Array, f: jax.Array) -> jax.Array:
+        """The preconditioned output c_skip(t)·x_t + c_out(t)·F (EDM's D_θ, SiT's velocity)."""
+        b = self.bcast_right
+        return b(self.c_skip(t), x_t) * x_t + b(self.c_out(t), x_t) * f
+
     def denoise(self, x_t: jax.Array, t: jax.Array, *args, **kwargs) -> jax.Array:
         """E[x | x_t] from `pred`, for affine paths: x̂ = (σ'·x_t − σ·v) / (α·σ' − α'·σ)."""
         alpha, sigma, d_alpha, d_sigma = self.path_derivatives(t)
