@@ -8,6 +8,7 @@ import pytest
 from flax import nnx
 
 from nnx_backbones.mlp import MLP
+from nnx_interfaces.edm import EDMInterface
 from nnx_interfaces.sit import SiTInterface
 
 
@@ -17,6 +18,7 @@ def _mlp(**kw):
 
 MAKERS = {
     "sit": lambda **kw: SiTInterface(_mlp(**kw), "logitnormal", t_shift_base=None),
+    "edm": lambda **kw: EDMInterface(_mlp(**kw)),
 }
 AUX_KEYS = {"loss", "mse", "per_example", "t"}
 
