@@ -1,0 +1,158 @@
+"""FID Inception: layout of the released weights, strict loading, shapes, TF-style pooling."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+from nnx_backbones.errors import WeightsError, WeightsNotFoundError
+from nnx_backbones.weights.io import write_state_dict
+from nnx_backbones.weights.registry import get_spec
+
+from nnx_eval.errors import InputError
+from nnx_eval.inception import InceptionV3FID
+from nnx_eval.inception_blocks import avg_pool_3x3_same, max_pool_3x3
+from nnx_eval.inception_weights import (
+    INCEPTION_SPEC,
+    inception_from_state_dict,
+    inception_mapping,
+    load_inception,
+    save_inception_weights,
+)
+
+
+@pytest.fixture(scope="module")
+def state_dict(fid_state_dict):
+    return fid_state_dict
+
+
+@pytest.fixture(scope="module")
+def model(state_dict):
+    return inception_from_state_dict(state_dict)
+
+
+def test_layout_has_472_tensors_and_23_9m_floats(fid_layout):
+    lay = fid_layout
+    assert len(lay) == 94 * 5 + 2
+    n = sum(int(np.prod(s)) for s in lay.values())
+    # 95,628,359-byte released file = 4 bytes × n + pickle overhead (< 0.2 %).
+    assert 0.998 < 4 * n / 95_628_359 < 1.0
+
+
+def test_mapping_covers_exactly_the_released_keys(model, fid_layout):
+    mapping = inception_mapping(model)
+    real = {k for k in mapping if not k.endswith("num_batches_tracked")}
+    assert real == set(fid_layout)
+
+
+def test_every_key_consumed_and_values_land_transposed(model, state_dict):
+    # Spot-check transposition conventions against the raw arrays.
+    w = state_dict["Mixed_6d.branch7x7_2.conv.weight"]  # [O, I, 1, 7]
+    k = np.asarray(model.Mixed_6d.branch7x7_2.conv.kernel[...])  # [1, 7, I, O]
+    np.testing.assert_array_equal(k, w.transpose(2, 3, 1, 0))
+    np.testing.assert_array_equal(np.asarray(model.fc.kernel[...]), state_dict["fc.weight"].T)
+    np.testing.assert_array_equal(
+        np.asarray(model.Conv2d_1a_3x3.bn.var[...]), state_dict["Conv2d_1a_3x3.bn.running_var"]
+    )
+    # No variable is left abstract (every one was filled from the file).
+    leaves = jax.tree.leaves(nnx.state(model))
+    assert len(leaves) == 472 and all(isinstance(x, np.ndarray | jax.Array) for x in leaves)
+
+
+def test_shapes_at_299_via_eval_shape(model):
+    out = nnx.eval_shape(
+        lambda m, x: m(x), model, jax.ShapeDtypeStruct((2, 299, 299, 3), jnp.float32)
+    )
+    assert out["pool"].shape == (2, 2048)
+    assert out["spatial"].shape == (2, 17 * 17 * 7) == (2, 2023)
+    assert out["logits"].shape == out["logits_unbiased"].shape == (2, 1008)
+
+
+@pytest.fixture(scope="module")
+def features_75(model):
+    """One real (jitted) forward at the minimum size: uint8 → preprocess → network."""
+    images = np.random.default_rng(1).integers(0, 256, (2, 75, 75, 3), dtype=np.uint8)
+    fn = jax.jit(lambda m, x: m(2.0 * x.astype(jnp.float32) / 255.0 - 1.0))
+    return fn(model, images)
+
+
+def test_real_forward_at_minimum_size(model, state_dict, features_75):
+    out = features_75
+    assert out["pool"].shape == (2, 2048) and out["spatial"].shape == (2, 3 * 3 * 7)
+    pool = np.asarray(out["pool"], np.float64)
+    assert np.all(np.isfinite(pool)) and np.all(pool >= 0)  # mean of ReLU outputs
+    # logits = pool @ Wᵀ + b and logits_unbiased = pool @ Wᵀ.
+    w, b = state_dict["fc.weight"].astype(np.float64), state_dict["fc.bias"].astype(np.float64)
+    np.testing.assert_allclose(np.asarray(out["logits_unbiased"]), pool @ w.T, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(np.asarray(out["logits"]), pool @ w.T + b, rtol=1e-4, atol=1e-4)
+    with pytest.raises(InputError, match="75"):
+        model(jnp.zeros((1, 74, 74, 3)))
+
+
+def test_tf_average_pool_excludes_padding_and_e2_uses_max():
+    x = np.arange(16, dtype=np.float32).reshape(1, 4, 4, 1)
+    avg = np.asarray(avg_pool_3x3_same(jnp.asarray(x)))[0, :, :, 0]
+    # Corner (0, 0): mean of the 4 real pixels {0, 1, 4, 5}, not their sum / 9.
+    assert avg[0, 0] == pytest.approx((0 + 1 + 4 + 5) / 4)
+    assert avg[0, 1] == pytest.approx((0 + 1 + 2 + 4 + 5 + 6) / 6)
+    assert avg[1, 1] == pytest.approx(x[0, 0:3, 0:3, 0].mean())
+    mx = np.asarray(max_pool_3x3(jnp.asarray(-x), 1, 1))[0, :, :, 0]
+    assert mx[0, 0] == -0.0 and mx[3, 3] == -10.0  # padding never wins, even for negatives
+
+
+def test_strict_loading_lists_unknown_missing_and_misshaped(state_dict):
+    bad = dict(state_dict)
+    del bad["Mixed_7c.branch_pool.bn.running_var"]
+    bad["AuxLogits.fc.weight"] = np.zeros((1000, 768), np.float32)
+    bad["fc.bias"] = np.zeros((1000,), np.float32)
+    with pytest.raises(WeightsError) as e:
+        inception_from_state_dict(bad)
+    msg = str(e.value)
+    assert "AuxLogits.fc.weight" in msg
+    assert "Mixed_7c.branch_pool.bn.running_var" in msg
+    assert "fc.bias" in msg and "1000" in msg
+
+
+def test_num_batches_tracked_is_accepted(state_dict):
+    extra = dict(state_dict)
+    extra["Conv2d_1a_3x3.bn.num_batches_tracked"] = np.array(0, np.int64)
+    inception_from_state_dict(extra)
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".npz"])
+def test_converted_file_round_trip(tmp_path, model, state_dict, suffix):
+    path = tmp_path / f"inception{suffix}"
+    save_inception_weights(model, path)
+    loaded = load_inception(path)
+    np.testing.assert_array_equal(
+        np.asarray(loaded.Mixed_6e.branch7x7dbl_5.conv.kernel[...]),
+        np.asarray(model.Mixed_6e.branch7x7dbl_5.conv.kernel[...]),
+    )
+
+
+def test_torch_pth_in_released_layout(tmp_path, state_dict):
+    torch = pytest.importorskip("torch")
+    path = tmp_path / "pt_inception-random.pth"
+    torch.save({k: torch.from_numpy(v) for k, v in state_dict.items()}, path)
+    loaded = load_inception(path)
+    np.testing.assert_array_equal(np.asarray(loaded.fc.bias[...]), state_dict["fc.bias"])
+
+
+def test_registry_entry_and_offline_error(tmp_path):
+    load_inception  # noqa: B018 - importing the module must not register anything by itself
+    from nnx_eval.inception_weights import register_inception_weights
+
+    spec = register_inception_weights()
+    assert spec == INCEPTION_SPEC == get_spec("inception-2015-12-05-fid")
+    assert spec.sha256.startswith("6726825d")  # torch.hub names carry the sha256 prefix
+    assert spec.url.endswith("pt_inception-2015-12-05-6726825d.pth")
+    with pytest.raises(WeightsNotFoundError) as e:
+        load_inception(cache_dir=tmp_path, download=False)
+    assert spec.url in str(e.value) and spec.sha256 in str(e.value)
+    assert str(tmp_path) in str(e.value)
+
+
+def test_write_state_dict_layout_file_loads(tmp_path, state_dict):
+    path = tmp_path / "layout.safetensors"
+    write_state_dict(path, state_dict)
+    load_inception(path)
