@@ -30,7 +30,7 @@ class OracleNet(nnx.Module):
         return out
 
 
-def sgd_train(interface, sample_x, *, steps: int, lr: float, seed: int = 0, **loss_kwargs):
+def sgd_train(interface, sample_x, *, steps: int, lr: float, metric: str = "loss", **loss_kwargs):
     """SGD with momentum on every nnx.Param of `interface`; returns (loss before, loss after).
 
     The whole loop runs inside one `jax.jit` (`lax.fori_loop` over split NNX state). The loss is
@@ -43,14 +43,15 @@ def sgd_train(interface, sample_x, *, steps: int, lr: float, seed: int = 0, **lo
     def evaluate(state):
         model = nnx.merge(graphdef, state)
         model.rngs = nnx.Rngs(0, time=1, noise=2, label_dropout=3)
-        return model.loss(sample_x(jax.random.key(10_000), 1024), **loss_kwargs)
+        x = sample_x(jax.random.key(10_000), 1024)
+        return model.loss(x, return_aux=True, **loss_kwargs)[1][metric]
 
     @jax.jit
     def fit(state):
         def body(i, carry):
             state, mom = carry
             model = nnx.merge(graphdef, state)
-            x = sample_x(jax.random.fold_in(jax.random.key(seed), i), 64)
+            x = sample_x(jax.random.fold_in(jax.random.key(0), i), 64)
             _, grads = nnx.value_and_grad(lambda m: m.loss(x, **loss_kwargs))(model)
             mom = jax.tree.map(lambda m, g: 0.9 * m + g, mom, grads)
             params = nnx.state(model, nnx.Param)
