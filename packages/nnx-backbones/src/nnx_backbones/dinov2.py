@@ -194,7 +194,7 @@ class DINOv2(nnx.Module):
 
     def position_embeddings(self, h: int, w: int) -> jax.Array:
         """`[1, 1 + h·w, D]` position embeddings for an h×w patch grid (HF's interpolation)."""
-        pos = self.embeddings.position_embeddings.value
+        pos = self.embeddings.position_embeddings[...]
         n = pos.shape[1] - 1
         if h * w == n and h == w:
             return pos
@@ -237,11 +237,11 @@ class DINOv2(nnx.Module):
         z = emb.patch_embeddings.projection(x)
         h, w = hh // p, ww // p
         z = z.reshape(b, h * w, -1)
-        cls = jnp.broadcast_to(emb.cls_token.value, (b, 1, z.shape[-1])).astype(z.dtype)
+        cls = jnp.broadcast_to(emb.cls_token[...], (b, 1, z.shape[-1])).astype(z.dtype)
         z = jnp.concatenate([cls, z], axis=1) + self.position_embeddings(h, w).astype(z.dtype)
         r = cfg.num_registers
         if r:
-            reg = jnp.broadcast_to(emb.register_tokens.value, (b, r, z.shape[-1])).astype(z.dtype)
+            reg = jnp.broadcast_to(emb.register_tokens[...], (b, r, z.shape[-1])).astype(z.dtype)
             z = jnp.concatenate([z[:, :1], reg, z[:, 1:]], axis=1)
         hidden = []
         for k, layer in enumerate(self.encoder.layer, start=1):

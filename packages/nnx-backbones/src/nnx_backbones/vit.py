@@ -68,7 +68,7 @@ class LayerScale(nnx.Module):
         self.lambda1 = nnx.Param(jnp.full((dim,), init, jnp.float32))
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        return x * self.lambda1.value.astype(x.dtype)
+        return x * self.lambda1[...].astype(x.dtype)
 
 
 class GeluMLP(nnx.Module):
