@@ -1,0 +1,217 @@
+"""Shared pieces of the app's configs: the trainer schema plus the app's `data` section.
+
+Every config starts from `nnx_train.config.default_config()` (the schema the trainer validates)
+and fills in the sections below. Sizes of the transformer families are tables, so a preset is one
+line. The app adds the dataset by name (`data.name`, with its options under `data.kwargs`):
+
+    digits        scikit-learn's bundled 8×8 digits, written as an ImageFolder tree (the demo)
+    image_folder  ImageNet-style tree root/<split>/<synset>/*.JPEG, ADM centre crop
+    latents       SD-VAE / RAE latent shards written by `nnx-imagenet prepare`
+    tfds          TFDS imagenet2012 (needs the `tf` extra)
+    synthetic     seeded Gaussian data of `data.shape` with random labels (smoke runs, no data)
+"""
+
+from collections.abc import Callable
+
+import ml_collections
+
+from nnx_imagenet.errors import ConfigError
+
+# DiT / SiT sizes (Peebles & Xie 2023, Table 1): hidden size, depth, heads.
+DIT_SIZES = {
+    "S": (384, 12, 6),
+    "B": (768, 12, 12),
+    "L": (1024, 24, 16),
+    "XL": (1152, 28, 16),
+}
+
+# Options of each dataset under data.kwargs, with defaults.
+DATA_KWARGS = {
+    "digits": {"root": "", "split": "train", "held_out": 0.2, "num_threads": 4},
+    "image_folder": {
+        "root": "",
+        "split": "train",
+        "resolution": 256,
+        "flip": True,
+        "num_threads": 16,
+    },
+    "latents": {"root": "", "flip": True, "num_threads": 16},
+    "tfds": {
+        "name": "imagenet2012",
+        "split": "train",
+        "data_dir": "",
+        "resolution": 256,
+        "flip": True,
+        "num_threads": 16,
+    },
+    "synthetic": {"num_examples": 1024},
+}
+
+
+def base_config() -> ml_collections.ConfigDict:
+    """The trainer's defaults with ImageNet-scale logging/checkpoint intervals."""
+    from nnx_train.config import default_config
+
+    c = default_config()
+    c.checkpoint.every_steps = 10_000
+    c.checkpoint.keep_last = 2
+    c.checkpoint.keep_every = 100_000
+    c.log.every_steps = 100
+    c.sample.every_steps = 10_000
+    c.sample.num_images = 32
+    return c
+
+
+def set_data(c: ml_collections.ConfigDict, name: str, **kwargs) -> None:
+    """Select dataset `name` (a key of DATA_KWARGS) with its default options, updated by kwargs."""
+    if name not in DATA_KWARGS:
+        raise ConfigError(f"Unknown dataset {name!r}; expected one of {', '.join(DATA_KWARGS)}.")
+    c.data.name = name
+    c.data.kwargs = ml_collections.ConfigDict(dict(DATA_KWARGS[name], **kwargs))
+
+
+def imagenet_latents(c: ml_collections.ConfigDict, *, size: int = 32, channels: int = 4) -> None:
+    """ImageNet as SD-VAE latents (256² → 32×32×4 by default), 1000 classes."""
+    set_data(c, "latents")
+    c.data.shape = (size, size, channels)
+    c.data.num_classes = 1000
+
+
+def dit_model(
+    size: str, patch: int, *, input_size: int = 32, in_channels: int = 4, name: str = "dit"
+) -> ml_collections.ConfigDict:
+    """A DiT-family backbone section: `size` in DIT_SIZES, patch size `patch`."""
+    if size not in DIT_SIZES:
+        raise ConfigError(f"Unknown DiT size {size!r}; expected one of {', '.join(DIT_SIZES)}.")
+    hidden, depth, heads = DIT_SIZES[size]
+    m = ml_collections.ConfigDict()
+    m.name = name
+    m.input_size = input_size
+    m.patch_size = patch
+    m.in_channels = in_channels
+    m.hidden_size = hidden
+    m.depth = depth
+    m.num_heads = heads
+    m.mlp_ratio = 4.0
+    m.num_classes = 1000
+    m.class_dropout_prob = 0.1  # classifier-free guidance training (DiT, SiT)
+    m.learn_sigma = False
+    m.use_r = False
+    m.remat = False
+    m.attn_implementation = None
+    m.dtype = "bfloat16"  # compute dtype; params stay float32
+    m.param_dtype = "float32"
+    return m
+
+
+def smoke_model(m: ml_collections.ConfigDict) -> None:
+    """Shrink a transformer section to a CPU-sized one (hidden 64, depth 2, 2 heads, float32)."""
+    m.hidden_size, m.depth, m.num_heads = 64, 2, 2
+    m.dtype = "float32"
+
+
+def smoke(c: ml_collections.ConfigDict) -> None:
+    """CPU smoke size: synthetic data of the same shape (or 8×8), a few steps, tiny batch."""
+    shape = tuple(c.data.shape)
+    if len(shape) == 3:  # shrink images / latents to 8×8 keeping channels
+        shape = (8, 8, shape[-1])
+        if "input_size" in c.model:
+            c.model.input_size = 8
+    c.data.shape = shape
+    c.data.num_classes = min(c.data.num_classes, 10) if c.data.num_classes else 0
+    if "num_classes" in c.model and c.model.num_classes:
+        c.model.num_classes = c.data.num_classes
+    set_data(c, "synthetic", num_examples=64)
+    c.data.global_batch_size = 8
+    c.total_steps = 4
+    c.checkpoint.every_steps = 2
+    c.checkpoint.keep_every = 0
+    c.checkpoint.async_save = False
+    c.log.every_steps = 1
+    c.log.progress_bar = False
+    c.sample.every_steps = 0
+    c.sample.num_images = 4
+    c.eval.every_steps = 0
+    c.posthoc_ema.snapshot_every = 0
+    c.posthoc_ema.stds = ()
+    c.mesh.data = -1
+    c.mesh.fsdp = 1
+
+
+def apply_preset(
+    c: ml_collections.ConfigDict,
+    arg: str | None,
+    presets: dict[str, Callable[[ml_collections.ConfigDict], None]],
+    default: str,
+) -> ml_collections.ConfigDict:
+    """Apply `arg` (e.g. "xl2", or "xl2,smoke"; None = `default`) from `presets`; "smoke" shrinks.
+
+    Raises:
+      ConfigError: naming the unknown preset and the valid ones.
+    """
+    parts = [p for p in (arg or default).split(",") if p]
+    if parts == ["smoke"]:
+        parts = [default, "smoke"]
+    for part in parts:
+        if part == "smoke":
+            continue
+        if part not in presets:
+            raise ConfigError(
+                f"Unknown preset {part!r}; this config has: {', '.join(sorted(presets))} "
+                f"(and 'smoke', combinable as 'PRESET,smoke')."
+            )
+        presets[part](c)
+    if "smoke" in parts:
+        smoke(c)
+        if "hidden_size" in c.model:
+            smoke_model(c.model)
+    return c
+
+
+def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Check `c` against the trainer schema and the app's data section; return it unchanged.
+
+    Raises:
+      ConfigError: listing every unknown key (with the closest valid names), wrong type or bad
+        value, before anything is built or compiled.
+    """
+    import difflib
+
+    from nnx_imagenet.plugins import register_plugins
+    from nnx_train.config import validate_config
+    from nnx_train.errors import ConfigError as TrainConfigError
+
+    register_plugins()
+    errors = []
+    try:
+        validate_config(c)
+    except TrainConfigError as e:
+        errors.append(str(e))
+    name = c.data.get("name", "")
+    if name not in DATA_KWARGS:
+        close = difflib.get_close_matches(str(name), DATA_KWARGS, n=2)
+        hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+        errors.append(f"data.name = {name!r} is not one of {', '.join(DATA_KWARGS)}.{hint}")
+    else:
+        allowed = DATA_KWARGS[name]
+        for key, value in c.data.kwargs.items():
+            if key not in allowed:
+                close = difflib.get_close_matches(key, allowed, n=3, cutoff=0.5)
+                hint = (
+                    f" Did you mean {', '.join(f'data.kwargs.{k}' for k in close)}?"
+                    if close
+                    else ""
+                )
+                errors.append(
+                    f"unknown field data.kwargs.{key!r} for data.name={name!r}.{hint} Valid: "
+                    f"{', '.join(sorted(allowed))}."
+                )
+            elif not isinstance(value, type(allowed[key])) and not (
+                isinstance(allowed[key], float) and isinstance(value, int)
+            ):
+                errors.append(
+                    f"data.kwargs.{key} must be {type(allowed[key]).__name__}; got {value!r}."
+                )
+    if errors:
+        raise ConfigError("\n".join(errors))
+    return c

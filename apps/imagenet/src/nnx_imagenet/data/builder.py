@@ -1,0 +1,136 @@
+"""Build the training stream named by `config.data` (the only place the app reads data config).
+
+`data.name` picks the dataset (see `configs/common.py`), `data.kwargs` its options; the result is a
+grain `IterDataset` of `{"x": float32 [B_host, *data.shape], "y": int32 [B_host]}` batches whose
+iterator has `get_state` / `set_state` (exact resume).
+"""
+
+from typing import Any
+
+import grain
+import ml_collections
+import numpy as np
+
+from nnx_imagenet.data.digits import NUM_CLASSES, default_digits_root, write_digits_tree
+from nnx_imagenet.data.image_folder import ImageFolderSource
+from nnx_imagenet.data.latent_shards import LatentShardSource
+from nnx_imagenet.data.pipeline import HostShard, host_batch_size, make_dataset
+from nnx_imagenet.data.tfds_source import TfdsSource
+from nnx_imagenet.errors import DataError
+
+
+class InMemorySource:
+    """Read every element of a small source once and serve it from memory (the digits)."""
+
+    def __init__(self, source: Any):
+        items = [source[i] for i in range(len(source))]
+        self._items = {k: np.stack([it[k] for it in items]) for k in items[0]}
+        self._n = len(items)
+        self.repr = f"InMemory({source!r})"
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+        return {k: v[index] for k, v in self._items.items()}
+
+    def __repr__(self) -> str:
+        return self.repr
+
+
+class SyntheticSource:
+    """Seeded Gaussian examples of `shape` with uniform labels, for smoke runs without data.
+
+    Items look like latent-shard items: `{"latents": [2, *shape], "label"}` (index 1 mirrored).
+    """
+
+    def __init__(self, shape: tuple[int, ...], num_classes: int, num_examples: int, seed: int = 0):
+        self.shape, self.num_classes, self.n, self.seed = (
+            tuple(shape),
+            num_classes,
+            num_examples,
+            seed,
+        )
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+        rng = np.random.default_rng((self.seed, index))
+        z = rng.standard_normal(self.shape).astype(np.float32)
+        flipped = z[:, ::-1] if len(self.shape) == 3 else z
+        label = rng.integers(self.num_classes) if self.num_classes else 0
+        return {"latents": np.stack([z, flipped]), "label": np.int32(label)}
+
+    def __repr__(self) -> str:
+        return f"SyntheticSource(shape={self.shape}, n={self.n})"
+
+
+def _root(kw: ml_collections.ConfigDict, name: str) -> str:
+    if not kw.root:
+        raise DataError(
+            f"data.kwargs.root is empty for data.name={name!r}; pass "
+            f"--config.data.kwargs.root=/path/to/data."
+        )
+    return kw.root
+
+
+def build_source(config: ml_collections.ConfigDict, split: str | None = None) -> tuple[Any, str]:
+    """The random-access source named by `config.data` and its kind ("image" or "latents")."""
+    name, kw = config.data.name, config.data.kwargs
+    if name == "digits":
+        root = write_digits_tree(kw.root or default_digits_root(), held_out=kw.held_out)
+        src = ImageFolderSource(root, split or kw.split, 8, channels=1)
+        return InMemorySource(src), "image"
+    if name == "image_folder":
+        return ImageFolderSource(_root(kw, name), split or kw.split, kw.resolution), "image"
+    if name == "tfds":
+        return TfdsSource(
+            kw.name, split or kw.split, kw.resolution, data_dir=kw.data_dir or None
+        ), "image"
+    if name == "latents":
+        return LatentShardSource(_root(kw, name)), "latents"
+    if name == "synthetic":
+        src = SyntheticSource(tuple(config.data.shape), config.data.num_classes, kw.num_examples)
+        return src, "latents"
+    raise DataError(
+        f"Unknown data.name {name!r}; expected digits, image_folder, tfds, latents, synthetic."
+    )
+
+
+def check_shape(config: ml_collections.ConfigDict, source: Any, kind: str) -> None:
+    """Raise `DataError` if the source's examples do not have `config.data.shape`."""
+    item = source[0]
+    shape = tuple(item["image"].shape if kind == "image" else item["latents"].shape[1:])
+    if shape != tuple(config.data.shape):
+        raise DataError(
+            f"{source!r} yields examples of shape {shape}, but config.data.shape is "
+            f"{tuple(config.data.shape)}; set --config.data.shape or use matching data."
+        )
+    n_cls = getattr(source, "num_classes", None)
+    if config.data.name == "digits":
+        n_cls = NUM_CLASSES
+    if n_cls and config.data.num_classes and n_cls != config.data.num_classes:
+        raise DataError(
+            f"{source!r} has {n_cls} classes but config.data.num_classes = "
+            f"{config.data.num_classes}."
+        )
+
+
+def build_train_dataset(
+    config: ml_collections.ConfigDict, *, shard: HostShard | None = None
+) -> grain.IterDataset:
+    """The per-host training stream of `config` (shard: default this JAX process's slice)."""
+    shard = shard or HostShard.from_jax()
+    source, kind = build_source(config)
+    check_shape(config, source, kind)
+    kw = config.data.kwargs
+    return make_dataset(
+        source,
+        batch_size=host_batch_size(config.data.global_batch_size, shard.count),
+        seed=config.seed,
+        kind=kind,
+        flip=bool(kw.get("flip", False)),
+        shard=shard,
+        num_threads=kw.get("num_threads", 4),
+    )

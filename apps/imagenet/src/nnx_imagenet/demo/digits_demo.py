@@ -1,0 +1,73 @@
+"""After the trainer finishes the digits run: samples per class, the quality report and figures.
+
+Writes into the workdir:
+    samples_per_class.png    10 rows (classes 0–9) × 10 samples from the EMA weights
+    loss_curve.png           training loss from metrics.jsonl
+    quality_report.{json,txt}
+"""
+
+import json
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from nnx_imagenet.data.digits import NUM_CLASSES, load_digits_split
+from nnx_imagenet.demo.classifier import DigitsClassifier
+from nnx_imagenet.demo.plots import save_class_grid, save_loss_curve
+from nnx_imagenet.demo.report import quality_report, write_report
+from nnx_imagenet.sampling import sample_fn_from_state
+
+
+def _to_unit(images: np.ndarray) -> np.ndarray:
+    """uint8 `[N, 8, 8]` → float `[N, 8, 8, 1]` in [−1, 1], as the pipeline feeds the model."""
+    return images.astype(np.float32)[..., None] / 127.5 - 1.0
+
+
+def read_losses(workdir: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """(steps, losses) of every metrics.jsonl record holding a "loss"."""
+    steps, losses = [], []
+    with open(Path(workdir) / "metrics.jsonl") as f:
+        for line in f:
+            rec = json.loads(line)
+            if "loss" in rec:
+                steps.append(rec["step"])
+                losses.append(rec["loss"])
+    return np.asarray(steps), np.asarray(losses)
+
+
+def finish_digits_demo(config: ml_collections.ConfigDict, state: dict) -> dict:
+    """Sample `config.eval.num_images` digits (classes in turn), score them, write the files.
+
+    Args:
+      config: the digits demo config (after training).
+      state: the trainer's final state (`TrainResult.state`).
+
+    Returns:
+      The quality report dict (also written as quality_report.json / .txt).
+    """
+    workdir = Path(config.workdir)
+    n = int(config.eval.num_images)
+    sample_fn = sample_fn_from_state(config, state, ema=config.eval.ema)
+    labels = jnp.arange(n, dtype=jnp.int32) % NUM_CLASSES
+    key = jax.random.key(config.seed + 12345)
+    samples = np.asarray(sample_fn(key, labels, n), np.float32)
+    labels = np.asarray(labels)
+
+    split = load_digits_split(held_out=config.data.kwargs.held_out)
+    (xtr, ytr), (xva, yva) = split["train"], split["val"]
+    xtr, xva = _to_unit(xtr), _to_unit(xva)
+    classifier = DigitsClassifier().fit(xtr, ytr)
+    report = quality_report(classifier, xtr, (xva, yva), samples, labels)
+    report["train_steps"] = int(config.total_steps)
+    write_report(report, workdir)
+
+    per_class = max(1, min(10, n // NUM_CLASSES))
+    grid = np.stack([samples[labels == c][:per_class] for c in range(NUM_CLASSES)])
+    save_class_grid(grid, workdir / "samples_per_class.png")
+    steps, losses = read_losses(workdir)
+    if len(steps) >= 2:
+        save_loss_curve(steps, losses, workdir / "loss_curve.png", smooth=max(1, len(steps) // 20))
+    return report

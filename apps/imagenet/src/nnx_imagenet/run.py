@@ -1,0 +1,53 @@
+"""`run_train(config)`: the app's side of a training run — data, the trainer, then the demo report.
+
+The trainer (`nnx_train.trainer.train`) owns the loop, checkpoints (with the grain iterator state),
+logging and resume; the app gives it the per-host grain stream and, for the digits demo, writes
+the sample grid, loss curve and quality report at the end.
+"""
+
+import jax
+import ml_collections
+
+from nnx_imagenet.configs.common import validate
+from nnx_imagenet.data.builder import build_train_dataset
+from nnx_imagenet.data.pipeline import HostShard
+from nnx_imagenet.errors import DataError
+from nnx_train import trainer
+
+
+def make_data_fn(config: ml_collections.ConfigDict):
+    """The trainer's `make_data(process_index, process_count, local_batch_size)` for `config`."""
+
+    def make_data(process_index: int, process_count: int, local_batch_size: int):
+        ds = build_train_dataset(config, shard=HostShard(process_index, process_count))
+        expected = config.data.global_batch_size // process_count
+        if local_batch_size != expected:
+            raise DataError(
+                f"The trainer asks for {local_batch_size} examples per host but the pipeline "
+                f"makes {expected} (global batch {config.data.global_batch_size} over "
+                f"{process_count} processes)."
+            )
+        return iter(ds)
+
+    return make_data
+
+
+def run_train(config: ml_collections.ConfigDict) -> dict:
+    """Validate `config`, train it, and finish the digits demo if it is one.
+
+    Returns:
+      {"step", "preempted", "metrics", "checkpoint_dir"} and, for the digits demo, "report".
+    """
+    validate(config)
+    result = trainer.train(config, make_data_fn(config))
+    out = {
+        "step": result.step,
+        "preempted": result.preempted,
+        "metrics": result.metrics,
+        "checkpoint_dir": result.checkpoint_dir,
+    }
+    if config.data.name == "digits" and not result.preempted and jax.process_index() == 0:
+        from nnx_imagenet.demo.digits_demo import finish_digits_demo
+
+        out["report"] = finish_digits_demo(config, result.state)
+    return out
