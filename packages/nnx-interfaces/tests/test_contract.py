@@ -8,6 +8,7 @@ import pytest
 from flax import nnx
 
 from nnx_backbones.mlp import MLP
+from nnx_interfaces.ddpm import DDPMInterface
 from nnx_interfaces.edm import EDMInterface
 from nnx_interfaces.meanflow import MeanFlowInterface
 from nnx_interfaces.sit import SiTInterface
@@ -20,6 +21,8 @@ def _mlp(**kw):
 MAKERS = {
     "sit": lambda **kw: SiTInterface(_mlp(**kw), "logitnormal", t_shift_base=None),
     "edm": lambda **kw: EDMInterface(_mlp(**kw)),
+    "ddpm_eps": lambda **kw: DDPMInterface(_mlp(**kw), beta_schedule="linear"),
+    "ddpm_v": lambda **kw: DDPMInterface(_mlp(**kw), beta_schedule="cosine", prediction="v"),
     "meanflow": lambda **kw: MeanFlowInterface(
         _mlp(use_r=True, **kw), "logitnormal", t_mu=-0.4, t_shift_base=None
     ),
