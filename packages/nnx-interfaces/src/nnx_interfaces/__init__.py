@@ -1,18 +1,26 @@
 """Objectives for diffusion, flow-matching, consistency and flow-map models (the `Interfaces`)."""
 
 from nnx_interfaces.base import Interfaces, TimeDomain, TrainingTimeDistType
+from nnx_interfaces.ddpm import DDPMInterface
+from nnx_interfaces.edm import EDMInterface
 from nnx_interfaces.errors import InterfaceConfigError, InterfaceError
+from nnx_interfaces.meanflow import MeanFlowInterface
 from nnx_interfaces.oracles import GaussianOracle
+from nnx_interfaces.repa import REPA
 from nnx_interfaces.sit import SiTInterface
 from nnx_interfaces.time_dist import sample_time
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "REPA",
+    "DDPMInterface",
+    "EDMInterface",
     "GaussianOracle",
     "InterfaceConfigError",
     "InterfaceError",
     "Interfaces",
+    "MeanFlowInterface",
     "SiTInterface",
     "TimeDomain",
     "TrainingTimeDistType",
