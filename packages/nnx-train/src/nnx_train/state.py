@@ -1,0 +1,67 @@
+"""The train state: a plain pytree of arrays, saved whole in every checkpoint.
+
+    state = {
+      "step":      int32 []            optimizer steps taken (= batches consumed)
+      "params":    pure dict           float32 parameters of the interface (network inside)
+      "opt_state": optax state
+      "ema":       {"0.999": params}   one EMA per decay (nnx_train.ema)
+      "power_ema": {"0.05": params}    EDM2 power-function EMAs (nnx_train.posthoc_ema)
+      "rng":       pure dict           nnx.Rngs state, keys stored as uint32 key data
+      "other":     pure dict           any other nnx state (e.g. batch statistics)
+      "guard":     {"skipped", "streak", "tripped"}   non-finite step bookkeeping
+    }
+
+`split_module` / `merge_module` convert between an `nnx.Module` and (graphdef, params, rng, other).
+"""
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+
+def _is_key(x: Any) -> bool:
+    return hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
+def keys_to_data(tree: Any) -> Any:
+    """Typed PRNG keys → their uint32 key data (what checkpoints can store)."""
+    return jax.tree.map(lambda x: jax.random.key_data(x) if _is_key(x) else x, tree)
+
+
+def data_to_keys(tree: Any, template: Any) -> Any:
+    """Inverse of `keys_to_data`; `template` (arrays or ShapeDtypeStructs) marks which are keys."""
+    return jax.tree.map(
+        lambda x, t: jax.random.wrap_key_data(x, impl=_impl(t)) if _is_key(t) else x, tree, template
+    )
+
+
+def _impl(t: Any) -> Any:
+    """PRNG implementation of a typed key or of its ShapeDtypeStruct (default impl otherwise)."""
+    impl = getattr(t.dtype, "_impl", None)  # the key dtype carries its implementation
+    return impl if impl is not None else jax.random.key_impl(jax.random.key(0))
+
+
+def split_module(module: nnx.Module) -> tuple[nnx.GraphDef, dict, dict, dict]:
+    """(graphdef, params, rng, other) as pure dicts; rng keys stay typed."""
+    graphdef, params, rng, other = nnx.split(module, nnx.Param, nnx.RngState, ...)
+    return graphdef, params.to_pure_dict(), rng.to_pure_dict(), other.to_pure_dict()
+
+
+def merge_module(graphdef: nnx.GraphDef, params: dict, rng: dict, other: dict) -> nnx.Module:
+    """Rebuild the module from `split_module`'s parts (rng with typed keys)."""
+    return nnx.merge(graphdef, params, rng, other)
+
+
+def key_template(rng: dict) -> Any:
+    """Typed-key template of an rng pure dict: ShapeDtypeStructs with the key dtypes kept."""
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), rng)
+
+
+def param_count(params: Any) -> int:
+    return sum(int(x.size) for x in jax.tree.leaves(params))
+
+
+def tree_bytes(tree: Any) -> int:
+    return sum(int(x.size) * x.dtype.itemsize for x in jax.tree.leaves(tree))

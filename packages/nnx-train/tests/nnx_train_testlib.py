@@ -1,0 +1,163 @@
+"""Shared test helpers: a tiny flow-matching interface, a grain data source, configs, and a
+`main()` so tests can run training in real subprocesses:
+
+    python nnx_train_testlib.py CONFIG_JSON OUT_NPZ [kill|term|none] [STEP]
+
+runs `train`, optionally SIGKILLs / SIGTERMs itself right after step STEP, and writes the final
+parameters to OUT_NPZ.
+"""
+
+import json
+import os
+import signal
+import sys
+
+import grain
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from nnx_interfaces.base import Interfaces, TimeDomain
+from nnx_train import config as config_lib
+from nnx_train import registry, trainer
+
+
+class TinyFlow(Interfaces):
+    """x_t = (1 − t)·x + t·n, velocity target n − x (flow matching); `blowup` scales the loss so
+    tests can make it non-finite."""
+
+    def __init__(self, network, train_time_dist_type="uniform", *, blowup: float = 1.0, rngs=None):
+        super().__init__(network, train_time_dist_type, rngs=rngs)
+        self.blowup = blowup
+
+    @property
+    def time_domain(self):
+        return TimeDomain(noise=1.0, data=0.0)
+
+    def alpha_sigma(self, t):
+        return 1.0 - t, t
+
+    def c_in(self, t):
+        return jnp.ones_like(t)
+
+    def c_out(self, t):
+        return jnp.ones_like(t)
+
+    def c_skip(self, t):
+        return jnp.zeros_like(t)
+
+    def c_noise(self, t):
+        return t
+
+    def sample_t(self, shape):
+        return jax.random.uniform(self.rngs.time(), shape)
+
+    def sample_n(self, shape):
+        return jax.random.normal(self.rngs.noise(), shape)
+
+    def sample_x_t(self, x, n, t):
+        return self.bcast_right(1.0 - t, x) * x + self.bcast_right(t, x) * n
+
+    def target(self, x, n, t, *args, **kwargs):
+        return n - x
+
+    def pred(self, x_t, t, *args, **kwargs):
+        return self.network(x_t, t, **kwargs)
+
+    def score(self, x_t, t, *args, **kwargs):
+        raise NotImplementedError
+
+    def loss(self, x, *args, return_aux=False, y=None, **kwargs):
+        t = self.sample_t((x.shape[0],))
+        n = self.sample_n(x.shape)
+        x_t = self.sample_x_t(x, n, t)
+        out = self.network(x_t, t, y=y, train=True)
+        err = self.mean_flat((out - self.target(x, n, t)) ** 2)
+        loss = jnp.mean(err) * self.blowup
+        if return_aux:
+            return loss, {
+                "mse_t_lt_half": jnp.sum(err * (t < 0.5)) / jnp.maximum(jnp.sum(t < 0.5), 1)
+            }
+        return loss
+
+
+class DetRegress(TinyFlow):
+    """Deterministic loss (no random draws): mean over examples of ‖net(x, t=½) − x‖², so the
+    mean over equal micro-batches equals the full-batch loss (grad-accumulation test)."""
+
+    def loss(self, x, *args, return_aux=False, y=None, **kwargs):
+        t = jnp.full((x.shape[0],), 0.5)
+        loss = jnp.mean(self.mean_flat((self.network(x, t, y=y) - x) ** 2))
+        return (loss, {}) if return_aux else loss
+
+
+registry.register("interface", "tiny_flow", TinyFlow)
+registry.register("interface", "det_regress", DetRegress)
+
+DATA = np.random.default_rng(0).normal(size=(64, 2)).astype(np.float32) * [1.0, 0.3]
+LABELS = (np.arange(64) % 3).astype(np.int32)
+
+
+def make_data(process_index: int, process_count: int, local_batch: int):
+    """Grain iterator: shuffled, repeated, global batches sliced to this process's rows."""
+    global_batch = local_batch * process_count
+    source = [{"x": DATA[i], "y": LABELS[i]} for i in range(len(DATA))]
+    ds = grain.MapDataset.source(source).shuffle(seed=7).repeat(None).batch(global_batch)
+    lo, hi = process_index * local_batch, (process_index + 1) * local_batch
+    ds = ds.map(lambda b: {k: v[lo:hi] for k, v in b.items()})
+    return iter(ds.to_iter_dataset())
+
+
+def tiny_config(workdir: str, **overrides) -> ml_collections.ConfigDict:
+    c = config_lib.default_config()
+    c.workdir = workdir
+    c.total_steps = 6
+    c.data.global_batch_size = 8
+    c.data.num_classes = 3
+    c.model.name = "mlp"
+    c.model.data_shape = (2,)
+    c.model.width = 16
+    c.model.depth = 1
+    c.model.num_classes = 3
+    c.interface = ml_collections.ConfigDict({"name": "tiny_flow"})
+    c.optimizer.lr = 1e-2
+    c.optimizer.warmup_steps = 2
+    c.ema.decays = (0.9, 0.99)
+    c.posthoc_ema.stds = (0.1,)
+    c.checkpoint.every_steps = 2
+    c.checkpoint.async_save = True
+    c.log.every_steps = 2
+    c.log.progress_bar = False
+    for key, value in overrides.items():
+        node = c
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    return c
+
+
+def params_np(state) -> dict:
+    flat = jax.tree_util.tree_flatten_with_path(state["params"])[0]
+    return {jax.tree_util.keystr(p): np.asarray(v) for p, v in flat}
+
+
+def main(argv: list[str]) -> int:
+    cfg = ml_collections.ConfigDict(json.loads(argv[1]))
+    out, mode = argv[2], argv[3] if len(argv) > 3 else "none"
+    at = int(argv[4]) if len(argv) > 4 else -1
+
+    def hook(step: int) -> None:
+        if step == at and mode == "kill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        if step == at and mode == "term":
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    result = trainer.train(cfg, make_data, step_callback=hook)
+    np.savez(out, step=result.step, preempted=result.preempted, **params_np(result.state))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
