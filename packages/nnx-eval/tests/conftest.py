@@ -1,4 +1,4 @@
-"""Shared fixtures. The key layout of pytorch-fid's `pt_inception-2015-12-05-6726825d.pth`, written out by hand.
+"""Shared fixtures: the key layout of pytorch-fid's `pt_inception-2015-12-05-6726825d.pth`.
 
 Independent of `nnx_eval.inception`: every BasicConv2d of torchvision's Inception3 (no AuxLogits)
 with its (in, out, kh, kw) from the architecture tables, in file order, plus `fc` (1008-way).
@@ -105,9 +105,7 @@ def random_state_dict(seed: int = 0) -> dict[str, np.ndarray]:
         if key.endswith("conv.weight"):
             fan_in = shape[1] * shape[2] * shape[3]
             out[key] = (rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(np.float32)
-        elif key.endswith("running_var"):
-            out[key] = rng.uniform(0.5, 1.5, shape).astype(np.float32)
-        elif key.endswith("bn.weight"):
+        elif key.endswith("running_var") or key.endswith("bn.weight"):
             out[key] = rng.uniform(0.5, 1.5, shape).astype(np.float32)
         else:
             out[key] = (0.1 * rng.standard_normal(shape)).astype(np.float32)

@@ -5,13 +5,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+
 from nnx_backbones.errors import WeightsError, WeightsNotFoundError
 from nnx_backbones.weights.io import write_state_dict
 from nnx_backbones.weights.registry import get_spec
-
+from nnx_eval.accumulate import inception_accumulator
 from nnx_eval.errors import InputError
-from nnx_eval.inception import InceptionV3FID
+from nnx_eval.features import inception_feature_fn
 from nnx_eval.inception_blocks import avg_pool_3x3_same, max_pool_3x3
+from nnx_eval.inception_score import inception_score
 from nnx_eval.inception_weights import (
     INCEPTION_SPEC,
     inception_from_state_dict,
@@ -69,15 +71,32 @@ def test_shapes_at_299_via_eval_shape(model):
 
 
 @pytest.fixture(scope="module")
-def features_75(model):
-    """One real (jitted) forward at the minimum size: uint8 → preprocess → network."""
-    images = np.random.default_rng(1).integers(0, 256, (2, 75, 75, 3), dtype=np.uint8)
-    fn = jax.jit(lambda m, x: m(2.0 * x.astype(jnp.float32) / 255.0 - 1.0))
-    return fn(model, images)
+def feature_fn_75(model):
+    """The jitted uint8 → preprocess → network path, resizing to the minimum size 75."""
+    return inception_feature_fn(model, size=75)
 
 
-def test_real_forward_at_minimum_size(model, state_dict, features_75):
+@pytest.fixture(scope="module")
+def images_75():
+    return np.random.default_rng(1).integers(0, 256, (8, 75, 75, 3), dtype=np.uint8)
+
+
+@pytest.fixture(scope="module")
+def features_75(feature_fn_75, images_75):
+    return feature_fn_75(images_75[:2])
+
+
+def test_real_forward_at_minimum_size(model, state_dict, features_75, images_75):
     out = features_75
+    # The jitted feature function equals the eager model on the preprocessed batch.
+    x = (
+        2.0
+        * jax.image.resize(
+            jnp.asarray(images_75[:2], jnp.float32) / 255.0, (2, 75, 75, 3), "bilinear"
+        )
+        - 1.0
+    )
+    np.testing.assert_allclose(out["pool"], np.asarray(model(x)["pool"]), rtol=1e-4, atol=1e-5)
     assert out["pool"].shape == (2, 2048) and out["spatial"].shape == (2, 3 * 3 * 7)
     pool = np.asarray(out["pool"], np.float64)
     assert np.all(np.isfinite(pool)) and np.all(pool >= 0)  # mean of ReLU outputs
@@ -87,6 +106,25 @@ def test_real_forward_at_minimum_size(model, state_dict, features_75):
     np.testing.assert_allclose(np.asarray(out["logits"]), pool @ w.T + b, rtol=1e-4, atol=1e-4)
     with pytest.raises(InputError, match="75"):
         model(jnp.zeros((1, 74, 74, 3)))
+
+
+def test_inception_accumulator_collects_the_three_feature_kinds(feature_fn_75, images_75):
+    acc = inception_accumulator(feature_fn_75, num_samples=8, keep=5, is_splits=2)
+    for i in range(0, 8, 2):
+        acc.update(images_75[i : i + 2], indices=np.arange(i, i + 2))
+    direct = {
+        k: np.concatenate([feature_fn_75(images_75[i : i + 2])[k] for i in (0, 2, 4, 6)])
+        for k in ("pool", "spatial", "logits_unbiased")
+    }
+    with pytest.warns(UserWarning, match="only 8 samples"):
+        stats = acc.stats()
+    assert stats["pool"].dim == 2048 and stats["spatial"].dim == 63
+    np.testing.assert_allclose(stats["spatial"].mu, direct["spatial"].mean(0), rtol=1e-6)
+    np.testing.assert_allclose(stats["pool"].mu, direct["pool"].mean(0), rtol=1e-6)
+    np.testing.assert_allclose(acc.kept_features(), direct["pool"][:5], rtol=1e-6)
+    assert acc.inception_score.result() == pytest.approx(
+        inception_score(direct["logits_unbiased"], 2), rel=1e-6
+    )
 
 
 def test_tf_average_pool_excludes_padding_and_e2_uses_max():

@@ -15,7 +15,7 @@ import numpy as np
 from flax import nnx
 
 from nnx_eval.inception import InceptionV3FID
-from nnx_eval.preprocess import check_uint8_images, preprocess_for_inception
+from nnx_eval.preprocess import INCEPTION_SIZE, check_uint8_images, preprocess_for_inception
 
 FeatureFn = Callable[[np.ndarray], dict[str, np.ndarray]]
 
@@ -47,6 +47,9 @@ def jit_feature_fn(
     return feature_fn
 
 
-def inception_feature_fn(model: InceptionV3FID) -> FeatureFn:
-    """uint8 `[B, H, W, 3]` → `{pool [B, 2048], spatial [B, 2023], logits, logits_unbiased}`."""
-    return jit_feature_fn(model, lambda m, images: m(preprocess_for_inception(images)))
+def inception_feature_fn(model: InceptionV3FID, size: int = INCEPTION_SIZE) -> FeatureFn:
+    """uint8 `[B, H, W, 3]` → `{pool [B, 2048], spatial [B, 2023], logits, logits_unbiased}`.
+
+    `size` is the resize target: 299 for every reference number; smaller (≥ 75) only for tests.
+    """
+    return jit_feature_fn(model, lambda m, images: m(preprocess_for_inception(images, size)))

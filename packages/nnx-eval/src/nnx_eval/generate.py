@@ -21,6 +21,7 @@ After the loop every consumer with a `sync()` method is synced (multi-host all-r
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from typing import Protocol
@@ -50,13 +51,17 @@ def sample_labels(
     """Labels `[len(indices)]` int32 of the given global sample indices (see module docstring)."""
     if equal_per_class:
         return (np.asarray(indices) % num_classes).astype(np.int32)
+    return np.asarray(_draw_labels(seed, jnp.asarray(indices, jnp.uint32), num_classes), np.int32)
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _draw_labels(seed: int, indices: jax.Array, num_classes: int) -> jax.Array:
     label_key = jax.random.fold_in(jax.random.key(seed), 1)
 
     def one(i):
         return jax.random.randint(jax.random.fold_in(label_key, i), (), 0, num_classes)
 
-    draw = jax.vmap(one)
-    return np.asarray(draw(jnp.asarray(indices, jnp.uint32)), np.int32)
+    return jax.vmap(one)(indices)
 
 
 def _local_rows(x: jax.Array) -> tuple[np.ndarray, np.ndarray]:
