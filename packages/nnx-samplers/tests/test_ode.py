@@ -45,7 +45,7 @@ def test_convergence_order_on_the_linear_path():
     o = GaussianOracle(jnp.array([0.7, -1.3]), 0.4, linear_path)
     m = FunctionModel(SIT, velocity=o.velocity, alpha_sigma=linear_path)
     x0 = jax.random.normal(jax.random.key(0), (B, 2))
-    ns = (16, 32, 64, 128)
+    ns = (16, 32, 64)
     assert abs(_slope(ns, _final_errors(Euler, m, o, x0, ns)) + 1) < 0.1
     assert abs(_slope(ns, _final_errors(Heun, m, o, x0, ns)) + 2) < 0.2
     # DPM-Solver++ on [0.9, 0.1]: at the α = 0 / σ = 0 ends λ is infinite and a uniform-t grid
@@ -78,7 +78,7 @@ def test_dpm_solver_3m_is_third_order_with_a_refined_start():
     m = FunctionModel(TimeDomain(noise=0.9, data=0.1), velocity=o.velocity, alpha_sigma=linear_path)
     x0 = jax.random.normal(jax.random.key(2), (B, 2))
     l0, l1 = np.log(0.1 / 0.9), np.log(0.9 / 0.1)
-    ns, errs = (8, 16, 32, 64), []
+    ns, errs = (16, 32, 64), []
     for n in ns:
         h = (l1 - l0) / n
         lam = np.concatenate([[l0, l0 + h**2 / 4], np.linspace(l0 + h**2 / 2, l1, n + 1)])
@@ -87,7 +87,7 @@ def test_dpm_solver_3m_is_third_order_with_a_refined_start():
         res = DPMSolverPP(t.size - 1, schedule=t, order=3).sample(0, m, x0)
         ref = o.ode_map(x0, jnp.full((B,), 0.9), jnp.full((B,), 0.1))
         errs.append(float(jnp.max(jnp.abs(res.x - ref))))
-    assert _slope(ns[1:], errs[1:]) < -2.8, errs
+    assert _slope(ns, errs) < -2.8, errs
 
 
 def test_ddim_equals_first_order_dpm_solver():
