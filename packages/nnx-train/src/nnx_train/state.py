@@ -46,7 +46,7 @@ def _impl(t: Any) -> Any:
 def split_module(module: nnx.Module) -> tuple[nnx.GraphDef, dict, dict, dict]:
     """(graphdef, params, rng, other) as pure dicts; rng keys stay typed."""
     graphdef, params, rng, other = nnx.split(module, nnx.Param, nnx.RngState, ...)
-    return graphdef, params.to_pure_dict(), rng.to_pure_dict(), other.to_pure_dict()
+    return graphdef, nnx.to_pure_dict(params), nnx.to_pure_dict(rng), nnx.to_pure_dict(other)
 
 
 def merge_module(graphdef: nnx.GraphDef, params: dict, rng: dict, other: dict) -> nnx.Module:

@@ -65,9 +65,9 @@ def make_train_step(
         out = model.loss(micro["x"], return_aux=True, **kwargs)
         loss, aux = out if isinstance(out, tuple) else (out, {})
         _, _, new_rng, new_other = nnx.split(model, nnx.Param, nnx.RngState, ...)
-        new_rng = keys_to_data(new_rng.to_pure_dict())
+        new_rng = keys_to_data(nnx.to_pure_dict(new_rng))
         aux = {k: jnp.mean(v).astype(jnp.float32) for k, v in aux.items()}
-        return loss.astype(jnp.float32), (aux, new_rng, new_other.to_pure_dict())
+        return loss.astype(jnp.float32), (aux, new_rng, nnx.to_pure_dict(new_other))
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
@@ -100,7 +100,7 @@ def make_train_step(
             loss, aux = loss * scale, jax.tree.map(lambda a: a * scale, aux)
 
         # --- optimizer update, EMAs, non-finite guard -------------------------------------
-        grad_norm = optax.global_norm(grads)
+        grad_norm = optax.tree.norm(grads)
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
         updates, opt_state = optimizer.update(grads, state["opt_state"], params)
         new_params = optax.apply_updates(params, updates)
