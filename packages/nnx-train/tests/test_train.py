@@ -14,10 +14,10 @@ import sys
 from pathlib import Path
 
 import jax
+import nnx_train_testlib as T
 import numpy as np
 import pytest
 
-import nnx_train_testlib as T
 from nnx_train import checkpoint, trainer
 from nnx_train.errors import IncompatibleCheckpointError, NonFiniteError
 
@@ -53,7 +53,8 @@ def assert_bit_identical(a: dict, b: dict) -> None:
 def test_reference_run_writes_metrics_checkpoints_and_snapshots(reference):
     cfg, result, _ = reference
     assert result.step == 6 and not result.preempted
-    records = [json.loads(line) for line in open(os.path.join(cfg.workdir, "metrics.jsonl"))]
+    with open(os.path.join(cfg.workdir, "metrics.jsonl")) as f:
+        records = [json.loads(line) for line in f]
     logged = [r for r in records if "loss" in r]
     assert [r["step"] for r in logged] == [2, 4, 6]
     for key in ("loss", "grad_norm", "lr", "steps_per_s", "images_per_s", "aux/mse_t_lt_half"):
@@ -138,7 +139,9 @@ def test_grad_accumulation_matches_full_batch(tmp_path):
 
 
 def _abstract(state):
-    return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding), state)
+    return jax.tree.map(
+        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding), state
+    )
 
 
 def test_corrupt_or_incomplete_latest_checkpoint_falls_back(reference, tmp_path, caplog):
