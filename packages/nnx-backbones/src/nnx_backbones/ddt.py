@@ -1,0 +1,186 @@
+"""LightningDDT / DiT^DH: a LightningDiT trunk with a wide, shallow decoder head (RAE, Zheng et
+al. 2025; DDT, Wang et al. 2025).
+
+    c  = SiLU(t_emb [+ r_emb] + y_emb)                                   [B, D_enc]
+    s  = PatchEmbed_s(x) + pos_enc;  s ← EncoderBlock(s, c) × depth_enc  [B, T, D_enc]
+    s  = Proj(SiLU(t_emb + s))   (Proj = identity when D_enc = D_dec)     [B, T, D_dec]
+    h  = PatchEmbed_x(x) + pos_dec;  h ← DecoderBlock(h, s) × depth_dec  (per-token adaLN)
+    out = unpatchify(FinalLayer(h, s))
+Encoder and decoder blocks are LightningDiT blocks (RMSNorm, SwiGLU, 2-D RoPE by default); the
+decoder is modulated token by token by the trunk's output. Blocks are numbered 1..depth_enc for
+the trunk and depth_enc+1..depth_enc+depth_dec for the head (`return_hidden_at`).
+"""
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from nnx_backbones.contract import check_time
+from nnx_backbones.dit import _check_labels, _pos_table, _run_block
+from nnx_backbones.embeddings import LabelEmbedder, TimestepEmbedder
+from nnx_backbones.errors import ShapeError
+from nnx_backbones.layers.adaln import AdaLNBlock, FinalLayer
+from nnx_backbones.layers.patch import PatchEmbed, unpatchify
+from nnx_backbones.layers.position import rope_2d_grid
+
+
+class LightningDDT(nnx.Module):
+    """DiT^DH under the backbone contract.
+
+    Args:
+      input_size, patch_size, in_channels: as `DiT` (RAE uses DINOv2 tokens: 16×16×768, patch 1).
+      hidden_size: `(D_enc, D_dec)`, any widths (equal widths skip the projection).
+      depth: `(depth_enc, depth_dec)`; num_heads: `(heads_enc, heads_dec)`.
+      The remaining arguments are `LightningDiT`'s.
+    """
+
+    def __init__(
+        self,
+        *,
+        input_size: int | tuple[int, int] = 16,
+        patch_size: int = 1,
+        in_channels: int = 768,
+        hidden_size: tuple[int, int] = (1152, 2048),
+        depth: tuple[int, int] = (28, 2),
+        num_heads: tuple[int, int] = (16, 16),
+        mlp_ratio: float = 4.0,
+        num_classes: int | None = 1000,
+        class_dropout_prob: float = 0.1,
+        learn_sigma: bool = False,
+        use_r: bool = False,
+        use_rmsnorm: bool = True,
+        use_swiglu: bool = True,
+        use_rope: bool = True,
+        qk_norm: str | None = None,
+        wo_shift: bool = False,
+        use_pos_embed: bool = True,
+        remat: bool = False,
+        attn_implementation: str | None = None,
+        dtype: jnp.dtype = jnp.float32,
+        param_dtype: jnp.dtype = jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        size = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
+        if size[0] % patch_size or size[1] % patch_size:
+            raise ValueError(f"input_size {size} is not divisible by patch_size {patch_size}.")
+        d_enc, d_dec = hidden_size
+        self.input_size = size
+        self.patch_size = patch_size
+        self.grid = (size[0] // patch_size, size[1] // patch_size)
+        self.in_channels = in_channels
+        self.out_channels = 2 * in_channels if learn_sigma else in_channels
+        self.hidden_size = (d_enc, d_dec)
+        self.depth = tuple(depth)
+        self.num_heads = tuple(num_heads)
+        self.num_classes = num_classes
+        self.learn_sigma = learn_sigma
+        self.use_r = use_r
+        self.use_rope = use_rope
+        self.use_pos_embed = use_pos_embed
+        self.remat = remat
+        self.rngs = rngs
+        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        block_kw = dict(
+            mlp_ratio=mlp_ratio,
+            use_rmsnorm=use_rmsnorm,
+            use_swiglu=use_swiglu,
+            qk_norm=qk_norm,
+            wo_shift=wo_shift,
+            attn_implementation=attn_implementation,
+            **kw,
+        )
+        self.s_embedder = PatchEmbed(patch_size, in_channels, d_enc, **kw)
+        self.x_embedder = PatchEmbed(patch_size, in_channels, d_dec, **kw)
+        self.t_embedder = TimestepEmbedder(d_enc, **kw)
+        self.r_embedder = TimestepEmbedder(d_enc, **kw) if use_r else None
+        self.y_embedder = (
+            LabelEmbedder(num_classes, d_enc, class_dropout_prob, **kw)
+            if num_classes is not None
+            else None
+        )
+        self.s_projector = (
+            nnx.Linear(d_enc, d_dec, kernel_init=nnx.initializers.xavier_uniform(), **kw)
+            if d_enc != d_dec
+            else None
+        )
+        self.encoder_blocks = nnx.List(
+            [AdaLNBlock(d_enc, num_heads[0], **block_kw) for _ in range(depth[0])]
+        )
+        self.decoder_blocks = nnx.List(
+            [AdaLNBlock(d_dec, num_heads[1], **block_kw) for _ in range(depth[1])]
+        )
+        self.final_layer = FinalLayer(
+            d_dec, patch_size**2 * self.out_channels, use_rmsnorm=use_rmsnorm, **kw
+        )
+
+    def __call__(
+        self,
+        x: jax.Array,
+        t: jax.Array,
+        *,
+        r: jax.Array | None = None,
+        y: jax.Array | None = None,
+        train: bool = False,
+        return_hidden_at: int | None = None,
+        full_output: bool = False,
+    ) -> jax.Array | tuple[jax.Array, jax.Array]:
+        """The backbone contract; see `DiT.__call__` (hidden blocks numbered across both stacks)."""
+        want = (*self.input_size, self.in_channels)
+        if x.ndim != 4 or tuple(x.shape[1:]) != want:
+            raise ShapeError(
+                f"LightningDDT expects x of shape [B, {want[0]}, {want[1]}, {want[2]}]; "
+                f"got {tuple(x.shape)}."
+            )
+        check_time(x, t)
+        check_time(x, r, "r")
+        if r is not None and not self.use_r:
+            raise ValueError("This LightningDDT was built with use_r=False but got r.")
+        total = sum(self.depth)
+        if return_hidden_at is not None and not 1 <= return_hidden_at <= total:
+            raise ValueError(f"return_hidden_at={return_hidden_at} not in 1..{total}.")
+        t_emb = self.t_embedder(t)
+        if self.r_embedder is not None:
+            t_emb = t_emb + self.r_embedder(t if r is None else r)
+        c = t_emb
+        if self.y_embedder is not None:
+            if y is None:
+                y = jnp.full(t.shape, self.num_classes, jnp.int32)
+            c = c + self.y_embedder(_check_labels(y, t, self.num_classes), train=train)
+        elif y is not None:
+            raise ValueError("This LightningDDT is unconditional (num_classes=None) but got y.")
+        hidden, k = None, 0
+        # Trunk: a LightningDiT on the patch tokens.
+        s = self._embed(self.s_embedder, x, self.hidden_size[0])
+        c = nnx.silu(c).astype(s.dtype)
+        rope = self._rope(0)
+        for block in self.encoder_blocks:
+            s = _run_block(block, s, c, rope, self.remat)
+            k += 1
+            if k == return_hidden_at:
+                hidden = s
+        # Token-wise condition of the head: Proj(SiLU(t_emb + s)).
+        s = nnx.silu(t_emb[:, None, :].astype(s.dtype) + s)
+        if self.s_projector is not None:
+            s = self.s_projector(s)
+        h = self._embed(self.x_embedder, x, self.hidden_size[1])
+        rope = self._rope(1)
+        for block in self.decoder_blocks:
+            h = _run_block(block, h, s, rope, self.remat)
+            k += 1
+            if k == return_hidden_at:
+                hidden = h
+        out = unpatchify(self.final_layer(h, s), self.grid, self.patch_size).astype(x.dtype)
+        if self.learn_sigma and not full_output:
+            out = out[..., : self.in_channels]
+        return out if hidden is None else (out, hidden)
+
+    def _embed(self, embedder: PatchEmbed, x: jax.Array, dim: int) -> jax.Array:
+        h = embedder(x)
+        if self.use_pos_embed:
+            h = h + jnp.asarray(_pos_table(dim, self.grid), h.dtype)
+        return h
+
+    def _rope(self, stack: int) -> tuple[jax.Array, jax.Array] | None:
+        if not self.use_rope:
+            return None
+        return rope_2d_grid(self.hidden_size[stack] // self.num_heads[stack], self.grid)
