@@ -45,8 +45,23 @@ def imported_modules(src: Path) -> set[str]:
     return mods
 
 
+def workspace_distributions() -> dict[str, str]:
+    """Import name → distribution name of every workspace member (editable installs are not
+    listed by `packages_distributions()`)."""
+    out = {}
+    for member in MEMBERS:
+        name = tomllib.loads((ROOT / member / "pyproject.toml").read_text())["project"]["name"]
+        for pkg in (ROOT / member / "src").iterdir():
+            if (pkg / "__init__.py").exists():
+                out[pkg.name] = normalise(name)
+    return out
+
+
 def main() -> int:
-    dists_of = md.packages_distributions()
+    dists_of = {k: list(v) for k, v in md.packages_distributions().items()}
+    workspace = workspace_distributions()
+    for module, dist in workspace.items():
+        dists_of[module] = [dist]
     stdlib = set(sys.stdlib_module_names)
     problems: list[str] = []
     for member in MEMBERS:
@@ -76,6 +91,10 @@ def main() -> int:
                 )
             used |= dists & declared
         unused = declared - used - RUNTIME_ONLY
+        if pyproject.get("project", {}).get("scripts"):
+            # An application pins every workspace layer (==) even where it imports one only
+            # through another; its third-party dependencies are still checked.
+            unused -= set(workspace.values())
         for dist in sorted(unused):
             problems.append(
                 f"{own}: declares '{dist}' but no module under {member}/src imports it; remove "
