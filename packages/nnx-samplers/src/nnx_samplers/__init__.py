@@ -5,7 +5,7 @@ return_trajectory=False) -> SampleResult(x, nfe, trajectory, times)`, where `mod
 `nnx_interfaces.Interfaces` or a `FunctionModel` of plain functions. The loop is one jitted program.
 """
 
-from nnx_samplers.base import Sampler, SampleResult
+from nnx_samplers.base import BoundSampler, Sampler, SampleResult
 from nnx_samplers.dpm import DDIM, DPMSolverPP
 from nnx_samplers.edm import EDMSampler
 from nnx_samplers.errors import SamplerConfigError, SamplerError
@@ -31,6 +31,7 @@ __version__ = "0.1.0"
 __all__ = [
     "DDIM",
     "Autoguidance",
+    "BoundSampler",
     "ClassifierFreeGuidance",
     "Cosine",
     "DPMSolverPP",

@@ -124,40 +124,90 @@ class Sampler(abc.ABC):
           guidance: `ClassifierFreeGuidance` (needs int labels `y`) or `Autoguidance`.
           return_trajectory: also return the `[N+1, B, ...]` states at every grid time.
         """
+        needs_y = isinstance(guidance, ClassifierFreeGuidance) and y is None
+        run = self.bind(model, guidance=guidance, _labels_given=not needs_y)
+        return run(rngs_or_key, x_init, y=y, return_trajectory=return_trajectory)
+
+    def bind(
+        self,
+        model: Any,
+        *,
+        guidance: ClassifierFreeGuidance | Autoguidance | None = None,
+        _labels_given: bool = True,
+    ) -> "BoundSampler":
+        """Do the per-model work of `sample` once (checks, grid, `nnx.split`) and return a
+        callable `(rngs_or_key, x_init, *, y=None, return_trajectory=False) -> SampleResult`.
+
+        The bound sampler holds a snapshot of the model's state: bind again after the weights
+        change (e.g. between training steps). Use it in evaluation loops to avoid re-splitting
+        the model on every call.
+        """
         info = model_info(model)
         self.check(info)
         grid = self.grid(model)
-        key = resolve_key(rngs_or_key)
         static, state = split_model(model)
-        g_spec, g_static, g_state = _guidance_parts(guidance, model, info, y)
-        x, traj = _program(
-            state,
-            g_state,
-            key,
-            x_init,
-            y,
-            sampler=self,
-            static=static,
-            info=info,
-            guidance=g_spec,
-            guide_static=g_static,
-            grid=tuple(float(v) for v in grid),
-            trajectory=bool(return_trajectory),
-        )
+        g_spec, g_static, g_state = _guidance_parts(guidance, model, info, _labels_given)
         auto = g_spec is not None and g_spec.kind == "auto"
         nfe = self.count_nfe(grid, info) * (2 if auto else 1)
-        return SampleResult(x=x, nfe=nfe, trajectory=traj, times=grid)
+        grid_static = tuple(float(v) for v in grid)
+        return BoundSampler(
+            self, static, state, info, g_spec, g_static, g_state, grid, grid_static, nfe
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class BoundSampler:
+    """A sampler with its model split and its grid built (see `Sampler.bind`)."""
+
+    sampler: Sampler
+    static: Any
+    state: Any
+    info: ModelInfo
+    guidance: GuidanceSpec | None
+    guide_static: Any
+    guide_state: Any
+    times: np.ndarray
+    grid_static: tuple[float, ...]
+    nfe: int
+
+    def __call__(
+        self,
+        rngs_or_key: Any,
+        x_init: jax.Array,
+        *,
+        y: jax.Array | None = None,
+        return_trajectory: bool = False,
+    ) -> SampleResult:
+        if self.guidance is not None and self.guidance.kind == "cfg" and y is None:
+            raise SamplerConfigError(
+                "Classifier-free guidance needs class labels: pass y=[B] int labels."
+            )
+        x, traj = _program(
+            self.state,
+            self.guide_state,
+            resolve_key(rngs_or_key),
+            x_init,
+            y,
+            sampler=self.sampler,
+            static=self.static,
+            info=self.info,
+            guidance=self.guidance,
+            guide_static=self.guide_static,
+            grid=self.grid_static,
+            trajectory=bool(return_trajectory),
+        )
+        return SampleResult(x=x, nfe=self.nfe, trajectory=traj, times=self.times)
 
 
 def _alpha_sigma_of(model):
     return model.alpha_sigma
 
 
-def _guidance_parts(guidance, model, info: ModelInfo, y):
+def _guidance_parts(guidance, model, info: ModelInfo, labels_given: bool):
     if guidance is None:
         return None, None, None
     if isinstance(guidance, ClassifierFreeGuidance):
-        if y is None:
+        if not labels_given:
             raise SamplerConfigError(
                 "Classifier-free guidance needs class labels: pass y=[B] int labels."
             )
