@@ -71,3 +71,13 @@ def test_euler_and_jump_agree_for_a_one_step_velocity_model():
     e = Euler(5).sample(0, FunctionModel(SIT, velocity=v), x0)
     j = Jump(5).sample(0, FunctionModel(SIT, velocity=lambda x, t, r: v(x, t), two_time=True), x0)
     np.testing.assert_allclose(e.x, j.x, rtol=1e-6)
+
+
+def test_grids_ignore_eps_while_the_last_evaluation_is_far_enough_from_the_data_end():
+    flow_map = FunctionModel(
+        TimeDomain(0.0, 1.0, eps=0.01), velocity=lambda x, t, r: x, two_time=True
+    )
+    np.testing.assert_allclose(Jump(2).grid(flow_map), [0.0, 0.5, 1.0])
+    np.testing.assert_allclose(Jump(1).grid(flow_map), [0.0, 1.0])
+    g = Jump(200).grid(flow_map)  # t_199 = 0.995 would be within eps: stop there at 0.99
+    assert g.size == 201 and g[-1] == 1.0 and abs(g[-2] - 0.99) < 1e-12

@@ -41,11 +41,11 @@ def test_shifted_uniform_keeps_endpoints_and_applies_the_shift(shift):
     np.testing.assert_allclose(t[1], shift / (1 + shift), rtol=1e-12)
 
 
-def test_uniform_with_eps_stops_network_steps_at_last_eval():
-    t = uniform(4, EDM)
-    assert t.shape == (5,) and t[0] == 80.0 and t[-1] == 0.0
-    np.testing.assert_allclose(t[-2], EDM.last_eval)
-    np.testing.assert_allclose(np.diff(t[:-1]), np.diff(t[:-1])[0])  # uniform up to eps
+def test_eps_only_matters_when_the_last_evaluation_would_come_too_close():
+    np.testing.assert_allclose(uniform(4, EDM), [80.0, 60.0, 40.0, 20.0, 0.0])  # 20 > σ_min
+    td = TimeDomain(noise=1.0, data=0.0, eps=0.3)  # t_3 = 0.25 would be within eps of 0
+    t = uniform(4, td)
+    np.testing.assert_allclose(t, [1.0, 1.0 - 0.7 / 3, 1.0 - 1.4 / 3, 0.3, 0.0])
 
 
 def test_logsnr_uniform_has_equal_lambda_steps():

@@ -4,10 +4,12 @@ Every schedule is a function `(num_steps, time_domain, …) -> [N+1]` array, bui
 distance to the data end τ = (t − data) / (noise − data) ∈ [0, 1] (τ = 1 at the noise end), so the
 same schedule serves SiT (noise at t = 1, data at 0), EDM (σ_max → 0) and flow maps (0 → 1).
 
-A profile τ(u), u ∈ [0, 1], with τ(0) = 1 and τ(1) = 0, is laid out as follows:
-- `time_domain.eps == 0`: N + 1 points u_i = i / N, so the grid ends at the data end.
-- `time_domain.eps > 0`: N points from the noise end to `last_eval` (τ_ε = eps / |noise − data|),
-  then the data end itself (EDM's convention: N network steps, σ_max … σ_min, then 0).
+A profile τ(u), u ∈ [0, 1], with τ(0) = 1 and τ(1) = 0, is laid out on N + 1 points u_i = i/N,
+so the grid runs from the noise end to the data end. The model is evaluated at t_0 … t_{N−1}
+only, so `time_domain.eps > 0` matters only if t_{N−1} would come closer than eps to the data
+end: then the grid is N points from the noise end to `last_eval` (τ_ε = eps / |noise − data|)
+plus the data end itself (EDM's convention; the ρ-schedule always uses it: N network steps
+σ_max … σ_min, then 0).
 
 The small frozen dataclasses (`Uniform`, `EDMRho`, `LogSNRUniform`, `Cosine`, `Explicit`) hold a
 schedule's options, are hashable (so they can be static arguments of a jitted sampler) and are
@@ -40,17 +42,22 @@ def _span(td: TimeDomain) -> float:
     return span
 
 
-def _layout(profile: Callable[[np.ndarray], np.ndarray], num_steps: int, td: TimeDomain):
-    """τ profile → times: N+1 points to the data end, or N points to `last_eval` plus the end."""
+def _layout(
+    profile: Callable[[np.ndarray], np.ndarray],
+    num_steps: int,
+    td: TimeDomain,
+    *,
+    always_eps: bool = False,
+):
+    """τ profile → times: N+1 points to the data end, unless the last evaluation would be within
+    eps of it (or `always_eps`): then N points to `last_eval` plus the data end."""
     n = _check_steps(num_steps)
     span = _span(td)
-    if td.eps > 0:
-        tau_eps = td.eps / span
+    tau_eps = td.eps / span
+    tau = profile(np.linspace(0.0, 1.0, n + 1))
+    if td.eps > 0 and (always_eps or tau[-2] < tau_eps):
         u = np.linspace(0.0, 1.0, n) if n > 1 else np.zeros(1)
-        tau = tau_eps + (1.0 - tau_eps) * profile(u)
-        tau = np.concatenate([tau, [0.0]])
-    else:
-        tau = profile(np.linspace(0.0, 1.0, n + 1))
+        tau = np.concatenate([tau_eps + (1.0 - tau_eps) * profile(u), [0.0]])
     tau[0], tau[-1] = 1.0, 0.0  # endpoints exactly
     return td.data + (td.noise - td.data) * tau
 
@@ -144,12 +151,12 @@ def logsnr_uniform(
             above = _logsnr(alpha_sigma, to_t(mid)) > target
             lo, hi = np.where(above, mid, lo), np.where(above, hi, mid)
         tau = 0.5 * (lo + hi)
-        if td.eps > 0:  # undo the τ_ε rescaling `_layout` applies
+        if td.eps > 0:  # undo the τ_ε rescaling `_layout(always_eps=True)` applies
             tau_eps = td.eps / _span(td)
             tau = (tau - tau_eps) / (1.0 - tau_eps)
         return tau
 
-    return _layout(profile, num_steps, td)
+    return _layout(profile, num_steps, td, always_eps=True)
 
 
 def check_grid(times: Sequence[float], time_domain: TimeDomain) -> np.ndarray:
