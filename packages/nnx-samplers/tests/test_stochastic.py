@@ -41,6 +41,16 @@ def test_euler_maruyama_uses_the_given_score_without_a_path():
     assert res.nfe == 200  # velocity and score: two calls per step
 
 
+def test_last_step_to_the_mean_drops_the_final_noise():
+    # one step t = 1 → 0 with last_step_mean: x1 = x0 − v + ½·g²·s exactly (no noise)
+    o = GaussianOracle(MEAN, STD, linear_path)
+    m = FunctionModel(TimeDomain(1.0, 0.0), velocity=o.velocity, alpha_sigma=linear_path)
+    x0 = jax.random.normal(jax.random.key(0), (8, 3))
+    one = jnp.ones(8)
+    got = EulerMaruyama(1, diffusion_scale=0.5).sample(0, m, x0).x
+    np.testing.assert_allclose(got, x0 - o.velocity(x0, one) + 0.25 * o.score(x0, one), atol=1e-5)
+
+
 def test_diffusion_profiles_are_finite_and_vanish_where_documented():
     tau = np.array([1.0, 0.5, 0.0])  # noise end, middle, data end
     sigma = jnp.asarray(tau)
