@@ -13,7 +13,7 @@ anything runs: an unknown key or a value of the wrong type is reported with the 
 import sys
 from pathlib import Path
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from nnx_imagenet.config_loading import config_overrides_in_argv, load_config, resolve_config
@@ -90,6 +90,8 @@ def main(argv: list[str] | None = None) -> None:
 
 def _main(argv: list[str]) -> None:
     command = next(a for a in argv[1:] if a in COMMANDS)
+    if not FLAGS["verbosity"].present:  # keep orbax's INFO chatter out of the progress bar
+        logging.set_verbosity(logging.WARNING)
     if command == "prepare":
         from nnx_imagenet.commands import prepare
 

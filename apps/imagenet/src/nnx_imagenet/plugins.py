@@ -1,16 +1,126 @@
 """Registry entries the app adds to nnx-train's plug-in registry (names the trainer lacks).
 
-Each target is a "module:attribute" string resolved lazily by `nnx_train.registry`, so an entry
-costs nothing until a config uses it.
+Targets are "module:attribute" strings resolved lazily by `nnx_train.registry`. Objectives whose
+constructors take objects rather than flat values (a flow map's `STSampling`) get a small builder
+here that takes flat config values and builds the object.
 """
+
+from flax import nnx
 
 from nnx_train import registry
 
 APP_ENTRIES: dict[str, dict[str, str]] = {
-    "model": {},
-    "interface": {},
-    "sampler": {},
+    "model": {
+        "lightning_ddt": "nnx_backbones.ddt:LightningDDT",
+        "edm2_unet": "nnx_backbones.edm2_unet:EDM2UNet",
+    },
+    "interface": {
+        "ddpm": "nnx_interfaces.ddpm:DDPMInterface",
+        "lsd": "nnx_imagenet.plugins:build_lsd",
+        "repa": "nnx_imagenet.plugins:build_repa",
+        "scd": "nnx_imagenet.plugins:build_scd",
+    },
+    "sampler": {
+        "denoise_renoise": "nnx_samplers.jump:DenoiseRenoise",
+    },
 }
+
+
+def build_lsd(
+    network: nnx.Module,
+    *,
+    interpolant: str = "linear",
+    distill_weight: float = 1.0,
+    time_dist: str = "uniform",
+    time_mu: float = 0.0,
+    time_sigma: float = 1.0,
+    delta_t_span: int = 0,
+    delta_t_start: float = 0.0,
+    norm: str = "l2",
+    loss_scale: float = 1.0,
+) -> nnx.Module:
+    """Lagrangian self-distillation flow map (`nnx_interfaces.flowmaps.lsd`) from flat values."""
+    from nnx_interfaces.flowmaps.lsd import LagrangianSelfDistillation
+    from nnx_interfaces.flowmaps.st_sampling import STSampling
+
+    st = STSampling(
+        dist=time_dist,
+        mu=time_mu,
+        sigma=time_sigma,
+        delta_t_span=delta_t_span,
+        delta_t_start=delta_t_start,
+        norm=norm,
+        loss_scale=loss_scale,
+    )
+    return LagrangianSelfDistillation(network, interpolant, distill_weight=distill_weight, st=st)
+
+
+def build_repa(
+    network: nnx.Module,
+    *,
+    base: str = "sit",
+    train_time_dist_type: str = "uniform",
+    encoder: str = "dinov2-vitb14",
+    feature_dim: int = 768,
+    repa_depth: int = 8,
+    repa_loss_weight: float = 0.5,
+    proj_dim: int = 2048,
+) -> nnx.Module:
+    """REPA (`nnx_interfaces.repa.REPA`) around the interface named `base` (built on `network`).
+
+    `encoder` names the frozen feature network whose patch features the hidden tokens are aligned
+    to; its features must reach the loss as `x_feature` (see the app README: the trainer feeds
+    only `x` and `y` today).
+    """
+    from nnx_interfaces.repa import REPA
+
+    iface = registry.build("interface", base, network, train_time_dist_type=train_time_dist_type)
+    return REPA(
+        iface,
+        feature_dim=feature_dim,
+        repa_loss_weight=repa_loss_weight,
+        repa_depth=repa_depth,
+        proj_dim=proj_dim,
+    )
+
+
+def build_scd(
+    network: nnx.Module,
+    *,
+    teacher_config: str,
+    teacher_workdir: str,
+    sigma_d: float = 0.5,
+    p_mean: float = -0.8,
+    p_std: float = 1.6,
+    tangent_warmup_steps: int = 10_000,
+    tangent_norm_c: float = 0.1,
+    adaptive_weight: bool = True,
+) -> nnx.Module:
+    """sCD (`nnx_interfaces.consistency.SCD`) distilling the newest checkpoint of a teacher run."""
+    from nnx_imagenet.checkpoints import load_latest_state
+    from nnx_imagenet.config_loading import load_config
+    from nnx_imagenet.errors import ConfigError
+    from nnx_imagenet.sampling import interface_from_state
+    from nnx_interfaces.consistency import SCD
+
+    if not teacher_workdir:
+        raise ConfigError(
+            "sCD needs a trained teacher: set --config.interface.teacher_workdir=RUN_DIR (a "
+            f"workdir trained with --config={teacher_config})."
+        )
+    teacher_cfg = load_config(teacher_config, [f"workdir={teacher_workdir}"])
+    _, state = load_latest_state(teacher_cfg)
+    teacher = interface_from_state(teacher_cfg, state, ema=teacher_cfg.sample.ema)
+    return SCD(
+        network,
+        teacher,
+        sigma_d=sigma_d,
+        p_mean=p_mean,
+        p_std=p_std,
+        tangent_warmup_steps=tangent_warmup_steps,
+        tangent_norm_c=tangent_norm_c,
+        adaptive_weight=adaptive_weight,
+    )
 
 
 def register_plugins() -> None:

@@ -106,7 +106,10 @@ def dit_model(
 
 def smoke_model(m: ml_collections.ConfigDict) -> None:
     """Shrink a transformer section to a CPU-sized one (hidden 64, depth 2, 2 heads, float32)."""
-    m.hidden_size, m.depth, m.num_heads = 64, 2, 2
+    if isinstance(m.hidden_size, tuple):  # two-part networks (LightningDDT: trunk, head)
+        m.hidden_size, m.depth, m.num_heads = (64, 64), (2, 1), (2, 2)
+    else:
+        m.hidden_size, m.depth, m.num_heads = 64, 2, 2
     m.dtype = "float32"
 
 
