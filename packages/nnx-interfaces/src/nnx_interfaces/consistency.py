@@ -200,7 +200,8 @@ class TrigFlowConsistency(Interfaces):
         per = jnp.exp(w) * sq - w
         loss = jnp.mean(per)
         if return_aux:
-            return loss, {"consistency": jnp.mean(sq), "weight": jnp.mean(w)}
+            aux = {"consistency": jnp.mean(sq), "weight": jnp.mean(w), "t": t}
+            return loss, {"loss": loss, "per_example": per, **aux}
         return loss
 
 

@@ -118,7 +118,4 @@ class Shortcut(InterpolantInterface):
             sc = self.st.norm_fn(self.shortcut(x_t, t_sc, 2 * d, y=y_sc, train=True) - target)
             per.insert(0, sc)
             aux["consistency"] = sc
-        loss = self.st.loss_scale * jnp.mean(jnp.concatenate(per))
-        if return_aux:
-            return loss, {k: jnp.mean(v) for k, v in aux.items()}
-        return loss
+        return self.finish(jnp.concatenate(per), aux, return_aux)

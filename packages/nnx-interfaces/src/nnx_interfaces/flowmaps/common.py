@@ -115,10 +115,12 @@ class InterpolantInterface(Interfaces):
 
     # --- helpers -----------------------------------------------------------------------------
     def finish(self, per_example: jax.Array, aux: dict, return_aux: bool) -> Any:
-        """loss_scale · mean of `[B]` per-example losses, with `aux` if asked."""
+        """loss_scale · mean of `[B]` per-example losses; with `return_aux`, also a dict with
+        `loss`, `per_example` (`[B]`) and the batch mean of each named term in `aux`."""
         loss = self.st.loss_scale * jnp.mean(per_example)
         if return_aux:
-            return loss, {k: jnp.mean(v) for k, v in aux.items()}
+            terms = {k: jnp.mean(v) for k, v in aux.items()}
+            return loss, {"loss": loss, "per_example": per_example, **terms}
         return loss
 
     def _draw(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
