@@ -16,7 +16,7 @@ MEAN, STD = jnp.array([0.3, -0.5]), 0.5
 
 
 def _net():
-    return MLP((2,), width=8, depth=1, rngs=nnx.Rngs(0))
+    return MLP((2,), width=16, depth=2, rngs=nnx.Rngs(0))
 
 
 def test_schedules_match_ho_and_nichol_definitions():

@@ -73,7 +73,7 @@ def test_loss_at_oracle_is_the_irreducible_loss_and_perturbations_cost_more(orac
 
 
 def test_lognormal_sigma_matches_edm_p_mean_p_std():
-    itf = EDMInterface(MLP((2,), width=8, depth=1, rngs=nnx.Rngs(0)), rngs=nnx.Rngs(time=4))
+    itf = EDMInterface(MLP((2,), width=16, depth=2, rngs=nnx.Rngs(0)), rngs=nnx.Rngs(time=4))
     log_sigma = jnp.log(itf.sample_t((100_000,)))
     # Truncation to [0.002, 80] is ≥ 4 standard deviations away: moments of N(−1.2, 1.2²).
     np.testing.assert_allclose(jnp.mean(log_sigma), -1.2, atol=0.02)
@@ -81,7 +81,7 @@ def test_lognormal_sigma_matches_edm_p_mean_p_std():
 
 
 def test_bad_configuration_raises():
-    net = MLP((2,), width=8, depth=1, rngs=nnx.Rngs(0))
+    net = MLP((2,), width=16, depth=2, rngs=nnx.Rngs(0))
     with pytest.raises(InterfaceConfigError, match="sigma_min < sigma_max"):
         EDMInterface(net, sigma_min=1.0, sigma_max=0.5)
     with pytest.raises(InterfaceConfigError, match="x_sigma"):

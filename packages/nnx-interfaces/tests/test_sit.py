@@ -54,7 +54,7 @@ def test_loss_at_oracle_is_the_irreducible_loss_and_perturbations_cost_more(orac
 def test_resolution_shift_multiplies_the_odds():
     # logit(t_shifted) = logit(t) + log s, so a logit-normal (mu, 1) becomes (mu + log s, 1).
     itf = SiTInterface(
-        MLP((2,), width=8, depth=1, rngs=nnx.Rngs(0)),
+        MLP((2,), width=16, depth=2, rngs=nnx.Rngs(0)),
         "logitnormal",
         t_mu=0.2,
         t_sigma=1.0,
@@ -68,7 +68,7 @@ def test_resolution_shift_multiplies_the_odds():
 
 
 def test_bad_configuration_raises():
-    net = MLP((2,), width=8, depth=1, rngs=nnx.Rngs(0))
+    net = MLP((2,), width=16, depth=2, rngs=nnx.Rngs(0))
     with pytest.raises(InterfaceConfigError, match="expected one of"):
         SiTInterface(net, "cosine")
     with pytest.raises(InterfaceConfigError, match="t_shift_base"):
