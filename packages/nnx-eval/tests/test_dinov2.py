@@ -11,9 +11,17 @@ from nnx_eval.fid import fid_from_stats
 
 
 def test_cls_features_and_fd_dinov2_of_a_set_against_itself():
-    tiny = DINOv2(
-        DINOv2Config(hidden_size=32, depth=1, num_heads=2, image_size=28), rngs=nnx.Rngs(0)
-    )
+    cfg = DINOv2Config(hidden_size=32, depth=1, num_heads=2, image_size=28)
+    # Random weights filled on the host (no eager random init): N(0, 0.1²), LayerNorm scales 1.
+    graphdef, abstract = nnx.split(nnx.eval_shape(lambda: DINOv2(cfg, rngs=nnx.Rngs(0))))
+    rng = np.random.default_rng(0)
+
+    def fill(path, x):
+        if "norm" in str(path[-2]) and str(path[-1]) == "scale":
+            return np.ones(x.shape, np.float32)
+        return (0.1 * rng.standard_normal(x.shape)).astype(np.float32)
+
+    tiny = nnx.merge(graphdef, jax.tree.map_with_path(fill, abstract))
     images = np.random.default_rng(1).integers(0, 256, (40, 28, 28, 3), dtype=np.uint8)
     acc = dinov2_accumulator(dinov2_feature_fn(tiny, size=28), keep=8)
     for i in range(0, 40, 8):

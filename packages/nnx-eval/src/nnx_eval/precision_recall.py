@@ -14,6 +14,8 @@ fallback; the difference only matters for ties at the radius).
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -21,12 +23,23 @@ import numpy as np
 from nnx_eval.errors import InputError
 
 
-@jax.jit
 def _sq_dists(u: jax.Array, v: jax.Array) -> jax.Array:
     """[R, D], [N, D] → [R, N] squared distances (clamped ≥ 0)."""
     nu = jnp.sum(u * u, axis=1)[:, None]
     nv = jnp.sum(v * v, axis=1)[None, :]
     return jnp.maximum(nu - 2.0 * (u @ v.T) + nv, 0.0)
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _kth_neighbour(rows: jax.Array, points: jax.Array, k: int) -> jax.Array:
+    """[R] squared distance of each row to its k-th nearest point (the row itself is the 0-th)."""
+    return -jax.lax.top_k(-_sq_dists(rows, points), k + 1)[0][:, k]
+
+
+@jax.jit
+def _count_inside(rows: jax.Array, centres: jax.Array, radii: jax.Array) -> jax.Array:
+    """How many rows lie in at least one ball (centre j, squared radius radii[j])."""
+    return jnp.sum(jnp.any(_sq_dists(rows, centres) <= radii[None, :], axis=1))
 
 
 def _check(features: np.ndarray, name: str, k: int) -> np.ndarray:
@@ -40,21 +53,17 @@ def manifold_radii(features: np.ndarray, k: int = 3, row_batch: int = 1024) -> n
     """Squared distance of each point to its k-th nearest neighbour (self excluded): `[N]`."""
     f = _check(features, "features", k)
     fj = jnp.asarray(f)
-    out = []
-    for i in range(0, f.shape[0], row_batch):
-        d = _sq_dists(fj[i : i + row_batch], fj)
-        # k+1 smallest (self at distance 0 included) → the last one is the k-th neighbour.
-        out.append(-jax.lax.top_k(-d, k + 1)[0][:, k])
+    out = [_kth_neighbour(fj[i : i + row_batch], fj, k) for i in range(0, f.shape[0], row_batch)]
     return np.asarray(jnp.concatenate(out))
 
 
 def _coverage(points: np.ndarray, centres: np.ndarray, radii: np.ndarray, row_batch: int) -> float:
     """Fraction of `points` inside at least one ball (centre j, squared radius radii[j])."""
-    c, r = jnp.asarray(centres), jnp.asarray(radii)[None, :]
-    inside = 0
-    for i in range(0, points.shape[0], row_batch):
-        d = _sq_dists(jnp.asarray(points[i : i + row_batch]), c)
-        inside += int(jnp.sum(jnp.any(d <= r, axis=1)))
+    c, r = jnp.asarray(centres), jnp.asarray(radii)
+    inside = sum(
+        int(_count_inside(jnp.asarray(points[i : i + row_batch]), c, r))
+        for i in range(0, points.shape[0], row_batch)
+    )
     return inside / points.shape[0]
 
 
