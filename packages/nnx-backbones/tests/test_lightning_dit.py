@@ -29,6 +29,11 @@ def build(seed: int = 0, **kw) -> LightningDiT:
             var.get_value().shape
         )
         var.set_value(jnp.asarray(v, jnp.float32))
+    for _, var in nnx.iter_graph(model):
+        if isinstance(var, nnx.RngKey):
+            var.set_value(jax.random.key(seed))
+        elif isinstance(var, nnx.RngCount):
+            var.set_value(jnp.zeros((), jnp.uint32))
     return model
 
 
@@ -38,10 +43,12 @@ def _inputs():
 
 
 def test_grads_finite_and_nonzero_for_every_parameter():
-    model = build(1, qk_norm="layer", use_r=True, learn_sigma=True)
+    # One block has every kind of parameter; jit compiles the backward pass once.
+    model = build(1, depth=1, qk_norm="layer", use_r=True, learn_sigma=True)
     x, t, y = _inputs()
     w = jax.random.normal(jax.random.key(3), (4, 8, 8, 6))
-    grads = nnx.grad(lambda m: jnp.sum(m(x, t, r=0.5 * t, y=y, full_output=True) * w))(model)
+    loss = lambda m: jnp.sum(m(x, t, r=0.5 * t, y=y, full_output=True) * w)  # noqa: E731
+    grads = nnx.jit(nnx.grad(loss))(model)
     flat = nnx.to_flat_state(grads)
     assert len(flat) == len(variables(model))
     names = {p for p, _ in flat}

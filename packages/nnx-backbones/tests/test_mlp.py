@@ -103,7 +103,7 @@ def test_label_dropout_and_grads():
     null = jnp.full((4,), 3)
     np.testing.assert_allclose(model(x, t, r=t, y=y, train=True), model(x, t, r=t, y=null))
     assert not np.allclose(model(x, t, r=t, y=y), model(x, t, r=t, y=null))
-    grads = nnx.grad(lambda m: jnp.sum(jnp.sin(m(x, t, r=0.5 * t, y=y))))(model)
+    grads = nnx.jit(nnx.grad(lambda m: jnp.sum(jnp.sin(m(x, t, r=0.5 * t, y=y)))))(model)
     flat = nnx.to_flat_state(grads)
     assert len(flat) == len(variables(model))
     for path, g in flat:

@@ -13,14 +13,23 @@ from nnx_backbones.weights.assign import (
     assign_state,
     export_state,
     variable_paths,
+    variables,
 )
 
 
-class Tiny(nnx.Module):
+class _Tiny(nnx.Module):
     def __init__(self, rngs: nnx.Rngs):
         self.conv = nnx.Conv(3, 4, (2, 2), strides=2, padding="VALID", rngs=rngs)
         self.layers = nnx.List([nnx.Linear(4, 5, rngs=rngs), nnx.Linear(5, 2, rngs=rngs)])
         self.rngs = rngs
+
+
+def Tiny(seed: int = 0) -> _Tiny:
+    """Built abstractly (no initialiser runs), parameters then set to zeros."""
+    model = nnx.eval_shape(lambda: _Tiny(nnx.Rngs(seed)))
+    for var in variables(model).values():
+        var.set_value(np.zeros(var.get_value().shape, np.float32))
+    return model
 
 
 POS = np.arange(6, dtype=np.float32).reshape(1, 2, 3)
@@ -51,7 +60,7 @@ def _torch_layout() -> dict[str, np.ndarray]:
 
 
 def test_paths_listed():
-    paths = variable_paths(Tiny(nnx.Rngs(0)))
+    paths = variable_paths(Tiny(0))
     assert paths["conv.kernel"] == (2, 2, 3, 4)
     assert paths["layers.1.kernel"] == (5, 2)
     assert not any(p.startswith("rngs") for p in paths)
@@ -59,7 +68,7 @@ def test_paths_listed():
 
 def test_assign_matches_torch_semantics_and_round_trips():
     sd = _torch_layout()
-    m = Tiny(nnx.Rngs(0))
+    m = Tiny(0)
     assign_state(m, sd, MAPPING)
     # Independent check of the layout conventions: a PyTorch-layout forward pass in NumPy.
     x = np.random.default_rng(1).standard_normal((1, 4, 4, 3)).astype(np.float32)
@@ -73,7 +82,7 @@ def test_assign_matches_torch_semantics_and_round_trips():
     assert sorted(out) == sorted(k for k in sd if k != "step")
     for k in out:
         np.testing.assert_array_equal(out[k], sd[k])
-    m2 = Tiny(nnx.Rngs(5))
+    m2 = Tiny(5)
     assign_state(m2, out, MAPPING)
     for k, v in export_state(m2, MAPPING).items():
         np.testing.assert_array_equal(v, out[k])
@@ -86,7 +95,7 @@ def test_every_problem_listed_and_nothing_assigned():
     sd["extra"] = np.zeros(1)  # unknown
     sd["fc.1.weight"] = np.zeros((3, 5), np.float32)  # mis-shaped
     sd["pos_embed"] = POS + 1  # wrong buffer values
-    m = Tiny(nnx.Rngs(0))
+    m = Tiny(0)
     before = {k: np.asarray(v) for k, v in export_state(m, MAPPING).items()}
     with pytest.raises(WeightsError) as err:
         assign_state(m, sd, MAPPING)
@@ -111,8 +120,8 @@ def test_incomplete_mapping_and_bad_path():
     mapping = {k: v for k, v in MAPPING.items() if k != "conv.bias"}
     mapping["conv.bias"] = "conv.nope"
     with pytest.raises(WeightsError) as err:
-        assign_state(Tiny(nnx.Rngs(0)), sd, mapping)
+        assign_state(Tiny(0), sd, mapping)
     assert "no mapping entry fills" in str(err.value) and "conv.bias" in str(err.value)
     assert "conv.nope" in str(err.value)
     with pytest.raises(WeightsError, match=r"conv\.nope"):
-        export_state(Tiny(nnx.Rngs(0)), mapping)
+        export_state(Tiny(0), mapping)
