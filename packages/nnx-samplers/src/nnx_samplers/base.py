@@ -4,9 +4,10 @@ A sampler is a small frozen dataclass (hashable, so it is a static argument of t
 program). `sample` reads the model's time domain, builds the `[N+1]` grid eagerly (NumPy), splits
 an nnx model into (graphdef, state), and runs ONE jitted program whose loop over steps is a
 `jax.lax.scan` (no Python loop over steps, no host sync). Programs are cached by (sampler, model
-graph, guidance, grid, x shape), so repeated calls do not recompile. Randomness: an `nnx.Rngs`
-gives one key from its `sample` stream (or its default stream); a key or an int seed is used as
-is, so the result is a deterministic function of the seed, on any device count.
+graph, guidance, grid), so repeated calls do not recompile; `bind` does the per-model work once.
+Randomness: an `nnx.Rngs` gives one key from its `sample` stream (or its default stream); a key
+or an int seed is used as is, so the result is a deterministic function of the seed, on any
+device count.
 """
 
 import abc
@@ -150,9 +151,11 @@ class Sampler(abc.ABC):
         auto = g_spec is not None and g_spec.kind == "auto"
         nfe = self.count_nfe(grid, info) * (2 if auto else 1)
         grid_static = tuple(float(v) for v in grid)
-        return BoundSampler(
-            self, static, state, info, g_spec, g_static, g_state, grid, grid_static, nfe
+        programs = tuple(
+            _compiled(self, static, info, g_spec, g_static, grid_static, traj)
+            for traj in (False, True)
         )
+        return BoundSampler(self, state, g_spec, g_state, grid, nfe, programs)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,15 +163,12 @@ class BoundSampler:
     """A sampler with its model split and its grid built (see `Sampler.bind`)."""
 
     sampler: Sampler
-    static: Any
     state: Any
-    info: ModelInfo
     guidance: GuidanceSpec | None
-    guide_static: Any
     guide_state: Any
     times: np.ndarray
-    grid_static: tuple[float, ...]
     nfe: int
+    programs: tuple  # jitted programs without / with the trajectory
 
     def __call__(
         self,
@@ -182,20 +182,8 @@ class BoundSampler:
             raise SamplerConfigError(
                 "Classifier-free guidance needs class labels: pass y=[B] int labels."
             )
-        x, traj = _program(
-            self.state,
-            self.guide_state,
-            resolve_key(rngs_or_key),
-            x_init,
-            y,
-            sampler=self.sampler,
-            static=self.static,
-            info=self.info,
-            guidance=self.guidance,
-            guide_static=self.guide_static,
-            grid=self.grid_static,
-            trajectory=bool(return_trajectory),
-        )
+        program = self.programs[1 if return_trajectory else 0]
+        x, traj = program(self.state, self.guide_state, resolve_key(rngs_or_key), x_init, y)
         return SampleResult(x=x, nfe=self.nfe, trajectory=traj, times=self.times)
 
 
@@ -235,30 +223,18 @@ def _guidance_parts(guidance, model, info: ModelInfo, labels_given: bool):
     )
 
 
-@functools.partial(
-    jax.jit,
-    static_argnames=("sampler", "static", "info", "guidance", "guide_static", "grid", "trajectory"),
-)
-def _program(
-    state,
-    g_state,
-    key,
-    x_init,
-    y,
-    *,
-    sampler,
-    static,
-    info,
-    guidance,
-    guide_static,
-    grid,
-    trajectory,
-):
-    """The whole sampling loop as one XLA program."""
-    model = merge_model(static, state)
-    guide = None if guide_static is None else merge_model(guide_static, g_state)
-    f = Evaluator(model, y, guidance, guide)
-    return sampler.integrate(f, key, x_init, np.asarray(grid), info, trajectory)
+@functools.lru_cache(maxsize=128)
+def _compiled(sampler, static, info, guidance, guide_static, grid, trajectory):
+    """The whole sampling loop as one jitted XLA program, built once per static configuration
+    (hashing a large nnx GraphDef costs ~1 ms, so it is done here, at bind time, not per call)."""
+
+    def program(state, g_state, key, x_init, y):
+        model = merge_model(static, state)
+        guide = None if guide_static is None else merge_model(guide_static, g_state)
+        f = Evaluator(model, y, guidance, guide)
+        return sampler.integrate(f, key, x_init, np.asarray(grid), info, trajectory)
+
+    return jax.jit(program)
 
 
 def with_initial(x_init: jax.Array, states: jax.Array | None) -> jax.Array | None:
