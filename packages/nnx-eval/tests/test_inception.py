@@ -108,6 +108,18 @@ def test_real_forward_at_minimum_size(model, state_dict, features_75, images_75)
         model(jnp.zeros((1, 74, 74, 3)))
 
 
+def test_matches_independent_numpy_forward_of_pytorch_fid(
+    state_dict, features_75, images_75, numpy_inception
+):
+    """Parity with a float64 NumPy transcription of pytorch-fid's network (NCHW, torch layout):
+    checks the block wiring, concat orders, paddings, pooling variants and the sFID slice."""
+    x = (2.0 * images_75[:2].astype(np.float64) / 255.0 - 1.0).transpose(0, 3, 1, 2)
+    ref = numpy_inception(state_dict, x)
+    for key in ("pool", "spatial", "logits"):
+        scale = np.abs(ref[key]).max()
+        np.testing.assert_allclose(features_75[key], ref[key], rtol=1e-3, atol=1e-4 * scale)
+
+
 def test_inception_accumulator_collects_the_three_feature_kinds(feature_fn_75, images_75):
     acc = inception_accumulator(feature_fn_75, num_samples=8, keep=5, is_splits=2)
     for i in range(0, 8, 2):
