@@ -97,7 +97,9 @@ def test_time_distribution_and_warmup():
     np.testing.assert_allclose([itf.warmup(0), itf.warmup(50), itf.warmup(500)], [0, 0.5, 1])
 
 
-@pytest.mark.parametrize("kw", [dict(sigma_d=0.0), dict(tangent_norm_c=-1.0), dict(p_std=0.0)])
+@pytest.mark.parametrize(
+    "kw", [dict(sigma_d=0.0), dict(tangent_norm_c=-1.0), dict(p_std=0.0), dict(time_scale=0.0)]
+)
 def test_bad_configuration_is_rejected(kw):
     with pytest.raises(InterfaceConfigError):
         SCT(ExactConsistencyNet(_trig_oracle(), SIGMA_D, rngs=nnx.Rngs(0)), rngs=nnx.Rngs(0), **kw)

@@ -3,8 +3,8 @@
 TrigFlow path: x_t = cos(t)·x + sin(t)·z, z = σ_d·n, angle t ∈ [0, π/2]; data at t = 0, noise at
 t = π/2 (`time_domain`: noise π/2, data 0, variable "angle"; `alpha_sigma` = (cos t, σ_d sin t)).
 
-Consistency function (EDM-style preconditioning, c_in = 1/σ_d, c_noise(t) = t — the network
-receives the raw angle, of order one as the embeddings expect):
+Consistency function (EDM-style preconditioning, c_in = 1/σ_d, c_noise(t) = time_scale·t — by
+default the raw angle, of order one as the embeddings expect):
 
     f_θ(x_t, t) = cos(t)·x_t − sin(t)·σ_d·F_θ(x_t/σ_d, t)                        (sCM Eq. 5)
 
@@ -62,6 +62,8 @@ class TrigFlowConsistency(Interfaces):
       tangent_warmup_steps: r goes linearly from 0 to 1 over this many steps (0: r = 1).
       tangent_norm_c: c of the tangent normalisation; None disables it.
       adaptive_weight: learn w(t) (else w = 0).
+      time_scale: the network receives c_noise(t) = time_scale·t (1: the raw angle). A small
+        value (e.g. 0.05 with the ×1000 sinusoidal embedding) keeps dF/dt, hence g, tame.
       rngs: streams `time`, `noise` (default `network.rngs`); also initialises w.
     """
 
@@ -75,6 +77,7 @@ class TrigFlowConsistency(Interfaces):
         tangent_warmup_steps: int = 10_000,
         tangent_norm_c: float | None = 0.1,
         adaptive_weight: bool = True,
+        time_scale: float = 1.0,
         rngs: nnx.Rngs | None = None,
     ):
         super().__init__(network, "lognormal", rngs=rngs)
@@ -83,6 +86,9 @@ class TrigFlowConsistency(Interfaces):
                 f"TrigFlow needs sigma_d > 0, p_std > 0, tangent_warmup_steps ≥ 0; got "
                 f"sigma_d={sigma_d}, p_std={p_std}, tangent_warmup_steps={tangent_warmup_steps}."
             )
+        if not time_scale > 0:
+            raise InterfaceConfigError(f"time_scale must be > 0; got {time_scale}.")
+        self.time_scale = float(time_scale)
         if tangent_norm_c is not None and not tangent_norm_c > 0:
             raise InterfaceConfigError(f"tangent_norm_c must be > 0 or None; got {tangent_norm_c}.")
         self.sigma_d = float(sigma_d)
@@ -109,7 +115,7 @@ class TrigFlowConsistency(Interfaces):
         return jnp.cos(t)
 
     def c_noise(self, t):
-        return t
+        return self.time_scale * t
 
     # --- training distribution ----------------------------------------------------------------
     def sample_t(self, shape):

@@ -65,8 +65,8 @@ class Shortcut(InterpolantInterface):
 
     # --- model outputs -------------------------------------------------------------------------
     def shortcut(self, x, t, d, *, y=None, train=False) -> jax.Array:
-        """s(x, t, d) = net(x, t, r=d): `x: [B, ...]`, `t, d: [B]` → like x."""
-        return self.network(x, self.c_noise(t), r=d, y=y, train=train)
+        """s(x, t, d) = net(x, c_noise(t), r=c_noise(d)): `x: [B, ...]`, `t, d: [B]` → like x."""
+        return self.network(x, self.c_noise(t), r=self.c_noise(d), y=y, train=train)
 
     def pred(self, x_t, t, r=None, *, y=None, train=False) -> jax.Array:
         """Average velocity from t to r (r=None: the velocity, d = 0)."""

@@ -15,6 +15,7 @@ import pytest
 from flax import nnx
 
 from nnx_interfaces import flowmaps as fm
+from nnx_interfaces.errors import InterfaceConfigError
 from nnx_interfaces.flowmaps.oracle_nets import ExactNet
 from nnx_interfaces.interpolants import get_interpolant
 from nnx_interfaces.oracles import GaussianOracle
@@ -183,3 +184,30 @@ def test_time_domain_and_path_convention():
     a, s = itf.alpha_sigma(jnp.array([1.0 - 1e-3]))
     assert float(a[0]) > 0.99 and float(s[0]) < 0.05  # data coefficient first
     assert itf.two_time and not _build("flow").two_time
+
+
+def test_loss_scale_and_norm_reach_the_loss():
+    base = float(_build("psd", off=0.3).loss(X))
+    scaled = float(_build("psd", off=0.3, st=fm.STSampling(loss_scale=2.0)).loss(X))
+    np.testing.assert_allclose(scaled, 2 * base, rtol=1e-6)
+    l1 = float(_build("psd", off=0.3, st=fm.STSampling(norm="l1")).loss(X))
+    assert l1 != pytest.approx(base)
+
+
+def test_time_scale_is_what_the_network_sees():
+    seen = {}
+
+    class Probe(nnx.Module):
+        def __init__(self):
+            self.rngs = _rngs()
+
+        def __call__(self, x, t, *, r=None, y=None, train=False):
+            seen["t"], seen["r"] = t, r
+            return x
+
+    itf = fm.MeanFlowMap(Probe(), time_scale=0.05)
+    itf.pred(X[:2], jnp.array([0.2, 0.4]), jnp.array([0.6, 1.0]))
+    np.testing.assert_allclose(seen["t"], [0.01, 0.02], rtol=1e-6)
+    np.testing.assert_allclose(seen["r"], [0.03, 0.05], rtol=1e-6)
+    with pytest.raises(InterfaceConfigError, match="time_scale"):
+        fm.FlowMatching(Probe(), time_scale=0.0)

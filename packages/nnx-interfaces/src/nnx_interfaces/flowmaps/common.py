@@ -5,9 +5,9 @@ x1 = x at t = 1; I_t = α(t)·n + β(t)·x for an `Interpolant` (α, β); the co
 İ_t = α'(t)·n + β'(t)·x is the flow-matching target. In the `Interfaces` notation the path is
 x_t = a(t)·x + σ(t)·n with (a, σ) = (β, α), which `alpha_sigma` returns.
 
-The network receives the raw times (c_noise(t) = t ∈ [0, 1], the order-one scale the backbone
-embeddings expect) and the raw state (c_in = 1); outputs are used as they are (c_out = 1,
-c_skip = 0).
+The network receives the times as c_noise(t) = time_scale·t (by default the raw t ∈ [0, 1], the
+order-one scale the backbone embeddings expect) and the raw state (c_in = 1); outputs are used as
+they are (c_out = 1, c_skip = 0).
 
 Affine conversions used by `score` and the data-prediction objectives (a, σ and their t-derivatives
 a', σ'; D = a·σ' − a'·σ):
@@ -24,6 +24,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from nnx_interfaces.base import Interfaces, TimeDomain
+from nnx_interfaces.errors import InterfaceConfigError
 from nnx_interfaces.flowmaps.st_sampling import STSampling
 from nnx_interfaces.interpolants import Interpolant, get_interpolant
 
@@ -35,6 +36,7 @@ class InterpolantInterface(Interfaces):
       network: a backbone honouring the contract `net(x, t, *, r=None, y=None, train=False)`.
       interpolant: an `Interpolant` or its name ("linear", "trig", "vp").
       st: time sampling, curriculum, loss norm and loss scale (`STSampling`).
+      time_scale: the network receives time_scale·t (default 1: the raw time in [0, 1]).
       rngs: `nnx.Rngs` with streams `time`, `noise` (default: `network.rngs`).
     """
 
@@ -44,12 +46,16 @@ class InterpolantInterface(Interfaces):
         interpolant: "str | Interpolant" = "linear",
         *,
         st: STSampling | None = None,
+        time_scale: float = 1.0,
         rngs: nnx.Rngs | None = None,
     ):
         st = STSampling() if st is None else st
         super().__init__(network, st.dist, rngs=rngs)
+        if not time_scale > 0:
+            raise InterfaceConfigError(f"time_scale must be > 0; got {time_scale}.")
         self.interpolant = get_interpolant(interpolant)
         self.st = st
+        self.time_scale = float(time_scale)
 
     # --- time domain and path --------------------------------------------------------------
     @property
@@ -75,7 +81,9 @@ class InterpolantInterface(Interfaces):
         return jnp.zeros_like(t)
 
     def c_noise(self, t):
-        return t
+        """time_scale·t: the time the network sees (lower `time_scale` smooths the network in t,
+        which steadies objectives that differentiate it in time: MF, sCT/sCD)."""
+        return self.time_scale * t
 
     # --- training distribution ---------------------------------------------------------------
     def sample_t(self, shape: tuple[int, ...]) -> jax.Array:

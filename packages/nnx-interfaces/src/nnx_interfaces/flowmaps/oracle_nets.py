@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from nnx_interfaces.errors import InterfaceConfigError
 from nnx_interfaces.oracles import GaussianOracle
 
 MODES = ("velocity", "data", "end", "step")
@@ -45,7 +46,7 @@ class ExactNet(nnx.Module):
 
     def __init__(self, oracle: GaussianOracle, mode: str = "end", *, rngs: nnx.Rngs):
         if mode not in MODES:
-            raise ValueError(f"ExactNet mode must be one of {MODES}; got {mode!r}.")
+            raise InterfaceConfigError(f"ExactNet mode must be one of {MODES}; got {mode!r}.")
         self.oracle = oracle
         self.mode = mode
         self.rngs = rngs
