@@ -8,7 +8,7 @@ from flax import nnx
 
 from nnx_backbones.errors import WeightsError, WeightsNotFoundError
 from nnx_backbones.weights.io import write_state_dict
-from nnx_backbones.weights.registry import get_spec
+from nnx_backbones.weights.registry import WeightsSpec, get_spec, sha256_file
 from nnx_eval.accumulate import inception_accumulator
 from nnx_eval.errors import InputError
 from nnx_eval.features import inception_feature_fn
@@ -202,7 +202,23 @@ def test_registry_entry_and_offline_error(tmp_path):
     assert str(tmp_path) in str(e.value)
 
 
-def test_write_state_dict_layout_file_loads(tmp_path, state_dict):
-    path = tmp_path / "layout.safetensors"
-    write_state_dict(path, state_dict)
-    load_inception(path)
+def test_registry_path_converts_once_to_safetensors(tmp_path, state_dict):
+    # A spec for a local "release" (the real one cannot be downloaded in tests): raw file in the
+    # cache with its sha256, converted once to safetensors on first load, reused afterwards.
+    raw = tmp_path / "random-inception.npz"
+    extra = {**state_dict, "Conv2d_1a_3x3.bn.num_batches_tracked": np.array(3, np.int64)}
+    write_state_dict(raw, extra)
+    spec = WeightsSpec(
+        name="test-random-inception",
+        url="https://example.invalid/x.npz",
+        sha256=sha256_file(raw),
+        filename=raw.name,
+        layout="pytorch-fid-inception",
+    )
+    model = load_inception(cache_dir=tmp_path, download=False, spec=spec)
+    converted = sorted(tmp_path.glob("test-random-inception.*.pytorch-fid-keys.safetensors"))
+    assert len(converted) == 1
+    np.testing.assert_array_equal(np.asarray(model.fc.bias[...]), state_dict["fc.bias"])
+    mtime = converted[0].stat().st_mtime_ns
+    load_inception(cache_dir=tmp_path, download=False, spec=spec)
+    assert converted[0].stat().st_mtime_ns == mtime

@@ -24,7 +24,7 @@ from flax import nnx
 from nnx_backbones.weights.assign import CONV2D, IGNORE, LINEAR, StateMapping, assign_state
 from nnx_backbones.weights.assign import variables as module_variables
 from nnx_backbones.weights.io import read_state_dict, write_state_dict
-from nnx_backbones.weights.registry import WeightsSpec, fetch, get_spec, register
+from nnx_backbones.weights.registry import WeightsSpec, fetch_converted, get_spec, register
 from nnx_eval.inception import InceptionV3FID
 
 WEIGHTS_NAME = "inception-2015-12-05-fid"
@@ -97,28 +97,44 @@ def inception_from_state_dict(tensors: dict, *, source: str = "state dict") -> I
     return model
 
 
+def _to_safetensors_dict(raw: Path) -> dict:
+    """Converter for `fetch_converted`: the raw file's tensors, pytorch-fid keys kept."""
+    tensors = read_state_dict(raw)
+    return {k: v for k, v in tensors.items() if not k.endswith("num_batches_tracked")}
+
+
 def load_inception(
     weights: str | os.PathLike | None = None,
     *,
     cache_dir: str | os.PathLike | None = None,
     download: bool = True,
+    spec: WeightsSpec | None = None,
 ) -> InceptionV3FID:
     """The FID Inception with the reference weights.
 
     Args:
       weights: `None` → the registered pytorch-fid file from the cache (downloaded once, sha256
-        checked); a path → that file as is, not hash-checked (`.pth` needs torch;
-        `.safetensors`/`.npz` written by `save_inception_weights` do not).
+        checked, converted once to `<name>.<sha>.pytorch-fid-keys.safetensors` next to it so that
+        later loads need no torch); a path → that file as is, not hash-checked (`.pth` needs
+        torch; `.safetensors`/`.npz` written by `save_inception_weights` do not).
       cache_dir: cache directory (default `$NNX_DIFFUSION_CACHE` or `~/.cache/nnx-diffusion`).
       download: allow downloading a missing file.
+      spec: another `WeightsSpec` for the same layout (e.g. a mirror URL); default
+        `INCEPTION_SPEC`.
     Raises:
       nnx_backbones.errors.WeightsNotFoundError: file missing and not downloadable (the message
         names the places searched, the URL and the sha256).
       nnx_backbones.errors.WeightsError: bad hash, or keys not matching the layout.
     """
-    spec = register_inception_weights()
+    spec = spec or register_inception_weights()
     if weights is None:
-        path = fetch(spec, cache_dir=cache_dir, download=download)
+        path = fetch_converted(
+            spec,
+            _to_safetensors_dict,
+            tag="pytorch-fid-keys",
+            cache_dir=cache_dir,
+            download=download,
+        )
     else:
         path = Path(weights).expanduser()
     return inception_from_state_dict(read_state_dict(path), source=str(path))
