@@ -26,14 +26,19 @@ LIB = str(Path(T.__file__))
 
 @pytest.fixture(scope="module")
 def cache_dir(tmp_path_factory):
-    return str(tmp_path_factory.mktemp("jax_cache"))
+    """Persistent compilation cache shared by the reference run and the subprocesses (which
+    compile the same programs). Only compilations over 1 s are written from this process."""
+    path = str(tmp_path_factory.mktemp("jax_cache"))
+    jax.config.update("jax_compilation_cache_dir", path)
+    return path
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory):
+def reference(tmp_path_factory, cache_dir):
+    """SiT + tiny DiT, 6 steps uninterrupted, Euler sample grid at step 6, snapshots every 2."""
     work = str(tmp_path_factory.mktemp("reference"))
-    cfg = T.tiny_config(work, **{"posthoc_ema.snapshot_every": 2})
-    result = trainer.train(cfg, T.make_data)
+    cfg = T.dit_config(work)
+    result = trainer.train(cfg, T.make_image_data)
     return cfg, result, T.params_np(result.state)
 
 
@@ -53,11 +58,16 @@ def assert_bit_identical(a: dict, b: dict) -> None:
 def test_reference_run_writes_metrics_checkpoints_and_snapshots(reference):
     cfg, result, _ = reference
     assert result.step == 6 and not result.preempted
+    grid = os.path.join(cfg.workdir, "samples", "00000006.png")
+    from PIL import Image
+
+    with Image.open(grid) as im:  # 6 labelled 4×4 samples, upscaled, in a 3×2 grid
+        assert im.size[0] >= 3 * 16 and im.size[1] >= 2 * 16
     with open(os.path.join(cfg.workdir, "metrics.jsonl")) as f:
         records = [json.loads(line) for line in f]
     logged = [r for r in records if "loss" in r]
     assert [r["step"] for r in logged] == [2, 4, 6]
-    for key in ("loss", "grad_norm", "lr", "steps_per_s", "images_per_s", "aux/mse_t_lt_half"):
+    for key in ("loss", "grad_norm", "lr", "steps_per_s", "images_per_s"):
         assert all(math.isfinite(r[key]) for r in logged), key
     # lr of the step that produced step 6 is the constant peak after the 2 warm-up steps.
     assert logged[-1]["lr"] == pytest.approx(cfg.optimizer.lr)
@@ -76,38 +86,43 @@ def test_reference_run_writes_metrics_checkpoints_and_snapshots(reference):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
-def test_sigkill_then_resume_is_bit_identical(reference, tmp_path, cache_dir):
-    cfg, _, expected = reference
-    cfg = T.tiny_config(str(tmp_path / "run"), **{"posthoc_ema.snapshot_every": 2})
-    killed = run_subprocess(cfg, tmp_path / "killed.npz", "kill", 5, cache_dir)
-    assert killed.returncode == -9, killed.stderr[-2000:]
-    assert not (tmp_path / "killed.npz").exists()
-    resumed = run_subprocess(cfg, tmp_path / "resumed.npz", "none", -1, cache_dir)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    out = dict(np.load(tmp_path / "resumed.npz"))
-    assert int(out.pop("step")) == 6 and not bool(out.pop("preempted"))
-    assert_bit_identical(out, expected)
-
-
-def test_sigterm_saves_exits_zero_and_resumes_exactly(reference, tmp_path, cache_dir):
+def test_sigterm_then_sigkill_then_resume_is_bit_identical(reference, tmp_path, cache_dir):
+    """Run A gets SIGTERM after step 3: it saves step 3 and exits 0. Run B resumes from 3 and is
+    SIGKILLed after step 5 (its step-4 save may still be in flight). Run C resumes from the
+    newest complete checkpoint and finishes: parameters bit-identical to the reference."""
     _, _, expected = reference
-    cfg = T.tiny_config(str(tmp_path / "run"), **{"posthoc_ema.snapshot_every": 2})
-    term = run_subprocess(cfg, tmp_path / "term.npz", "term", 3, cache_dir)
+    cfg = T.dit_config(str(tmp_path / "run"))
+    ckpt_dir = os.path.join(cfg.workdir, "checkpoints")
+
+    term = run_subprocess(cfg, tmp_path / "a.npz", "term", 3, cache_dir)
     assert term.returncode == 0, term.stderr[-3000:]
-    out = np.load(tmp_path / "term.npz")
+    out = np.load(tmp_path / "a.npz")
     assert int(out["step"]) == 3 and bool(out["preempted"])
-    ckpt = checkpoint.Checkpointer(os.path.join(cfg.workdir, "checkpoints"))
+    ckpt = checkpoint.Checkpointer(ckpt_dir)
     assert ckpt.all_steps() == [2, 3]
     ckpt.close()
-    result = trainer.train(cfg, T.make_data)  # resumes from step 3 in this process
-    assert result.step == 6
-    assert_bit_identical(T.params_np(result.state), expected)
+
+    killed = run_subprocess(cfg, tmp_path / "b.npz", "kill", 5, cache_dir)
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    assert not (tmp_path / "b.npz").exists()
+
+    resumed = run_subprocess(cfg, tmp_path / "c.npz", "none", -1, cache_dir)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    out = dict(np.load(tmp_path / "c.npz"))
+    assert int(out.pop("step")) == 6 and not bool(out.pop("preempted"))
+    out.pop("loss")
+    assert_bit_identical(out, expected)
 
 
 def test_nonfinite_steps_are_skipped_then_stop_with_last_good_checkpoint(tmp_path):
     cfg = T.tiny_config(
         str(tmp_path),
-        **{"train.max_nonfinite": 3, "ema.decays": (0.9,), "posthoc_ema.stds": ()},
+        **{
+            "train.max_nonfinite": 3,
+            "ema.decays": (0.9,),
+            "posthoc_ema.stds": (),
+            "log.every_steps": 2,
+        },
     )
     cfg.interface.blowup = float("inf")
     with pytest.raises(NonFiniteError, match=r"3 consecutive steps.*last checkpoint \(step 2"):
@@ -130,7 +145,13 @@ def test_grad_accumulation_matches_full_batch(tmp_path):
     for accum in (1, 4):
         cfg = T.tiny_config(
             str(tmp_path / str(accum)),
-            **{"train.grad_accum": accum, "total_steps": 2, "checkpoint.resume": False},
+            **{
+                "train.grad_accum": accum,
+                "total_steps": 2,
+                "checkpoint.every_steps": 0,
+                "ema.decays": (),
+                "posthoc_ema.stds": (),
+            },
         )
         cfg.interface = type(cfg.interface)({"name": "det_regress"})
         params.append(T.params_np(trainer.train(cfg, T.make_data, devices=one).state))
@@ -162,12 +183,12 @@ def test_corrupt_or_incomplete_latest_checkpoint_falls_back(reference, tmp_path,
 
 def test_incompatible_config_names_the_fields(reference, tmp_path):
     cfg, result, _ = reference
-    other = T.tiny_config(cfg.workdir)
-    other.model.width = 32
+    other = T.dit_config(cfg.workdir)
+    other.model.hidden_size = 32
     other.ema.decays = (0.5,)
     ckpt = checkpoint.Checkpointer(result.checkpoint_dir)
     with pytest.raises(IncompatibleCheckpointError) as info:
         ckpt.restore(_abstract(result.state), None, other)
     ckpt.close()
     msg = str(info.value)
-    assert "model.width: checkpoint 16 vs current 32" in msg and "ema.decays" in msg
+    assert "model.hidden_size: checkpoint 16 vs current 32" in msg and "ema.decays" in msg

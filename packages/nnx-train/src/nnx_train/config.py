@@ -95,7 +95,7 @@ def default_config() -> ml_collections.ConfigDict:
 
     c.checkpoint = ml_collections.ConfigDict()
     c.checkpoint.dir = ""  # "" = {workdir}/checkpoints; local or gs://
-    c.checkpoint.every_steps = 1000  # also saved at the last step and on SIGTERM
+    c.checkpoint.every_steps = 1000  # and at the last step; 0 = only on SIGTERM
     c.checkpoint.keep_last = 3  # keep the N newest
     c.checkpoint.keep_every = 0  # and every checkpoint whose step is a multiple of K; 0 = none
     c.checkpoint.async_save = True

@@ -23,11 +23,15 @@ _REGISTRY: dict[str, dict[str, str | Callable[..., Any]]] = {
         "dit": "nnx_backbones.dit:DiT",
         "lightning_dit": "nnx_backbones.lightning_dit:LightningDiT",
         "lightning_ddt": "nnx_backbones.ddt:LightningDDT",
+        "edm2_unet": "nnx_backbones.edm2_unet:EDM2UNet",
     },
     "interface": {
         "sit": "nnx_interfaces.sit:SiTInterface",
         "edm": "nnx_interfaces.edm:EDMInterface",
         "meanflow": "nnx_interfaces.meanflow:MeanFlowInterface",
+        "ddpm": "nnx_interfaces.ddpm:DDPMInterface",
+        "shortcut": "nnx_interfaces.shortcut:Shortcut",
+        "sct": "nnx_interfaces.consistency:SCT",
         "flow_matching": "nnx_interfaces.flowmaps.flow:FlowMatching",
         "mean_flow_map": "nnx_interfaces.flowmaps.mf:MeanFlowMap",
         "lsd": "nnx_interfaces.flowmaps.lsd:LagrangianSelfDistillation",
@@ -43,6 +47,7 @@ _REGISTRY: dict[str, dict[str, str | Callable[..., Any]]] = {
         "edm": "nnx_samplers.edm:EDMSampler",
         "euler_maruyama": "nnx_samplers.sde:EulerMaruyama",
         "jump": "nnx_samplers.jump:Jump",
+        "denoise_renoise": "nnx_samplers.jump:DenoiseRenoise",
     },
 }
 

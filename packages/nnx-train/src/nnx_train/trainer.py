@@ -294,7 +294,8 @@ def train(
                 )  # fmt: skip
                 for evaluate in evaluators:
                     logger.write(step, {f"eval/{k}": v for k, v in evaluate(fn, step).items()})
-            if step % config.checkpoint.every_steps == 0 or step == config.total_steps or stop:
+            every = config.checkpoint.every_steps
+            if stop or (every > 0 and (step % every == 0 or step == config.total_steps)):
                 save(step)
             if stop:
                 preempted = True
