@@ -97,7 +97,7 @@ def test_jvp_matches_central_finite_difference():
 def test_loss_at_oracle_is_irreducible_and_perturbations_cost_more(oracle_net):
     # Plain L2 (norm_power = 0). For the oracle, u_tgt = ρ·v + g(z) with ρ = sqrt(v_r / v_t)
     # (∂u/∂z = (1 − ρ)/(t − r)·I), so E‖u − u_tgt‖² = D·ρ²·Var(n − x | x_t).
-    x = ORACLE.sample_data(jax.random.key(3), (40_000, 2))
+    x = ORACLE.sample_data(jax.random.key(3), (20_000, 2))
 
     def mk(d):
         net = oracle_net(_f_star, rngs=nnx.Rngs(0), delta=d)
@@ -107,7 +107,7 @@ def test_loss_at_oracle_is_irreducible_and_perturbations_cost_more(oracle_net):
     t, r = aux["t"], aux["r"]
     rho2 = ORACLE.marginal_variance(r) / ORACLE.marginal_variance(t)
     expected = jnp.mean(2 * rho2 * ORACLE.conditional_variance(-1.0, 1.0, t))
-    np.testing.assert_allclose(loss, expected, rtol=0.02)
+    np.testing.assert_allclose(loss, expected, rtol=0.03)
     worse = mk(0.2).loss(x)
     assert float(worse) > float(loss)
     # Adaptive weight: per-example loss is sg(1/(‖e‖² + ε)^p)·‖e‖².

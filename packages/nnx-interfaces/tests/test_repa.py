@@ -42,13 +42,19 @@ def _repa(kind=SiTInterface, seed=0, weight=0.5, **kw):
     )
 
 
-def test_total_is_diffusion_plus_weighted_negative_cosine_in_one_forward_pass():
+def test_total_is_diffusion_plus_weighted_negative_cosine_in_one_forward_pass_with_grads():
     x = jax.random.normal(jax.random.key(0), (8, 2))
     feats = jax.random.normal(jax.random.key(1), (8, 5))
     repa = _repa(weight=0.7)
     CountingMLP.calls = 0
-    total, aux = repa.loss(x, feats, return_aux=True)
+    (total, aux), grads = nnx.value_and_grad(
+        lambda m: m.loss(x, feats, return_aux=True), has_aux=True
+    )(repa)
     assert CountingMLP.calls == 1
+    # Gradients reach both the projector and the backbone.
+    proj = grads["projector"]["layers"][0]["kernel"][...]
+    block = grads["interface"]["network"]["blocks"][0]["fc_in"]["kernel"][...]
+    assert float(jnp.abs(proj).max()) > 0 and float(jnp.abs(block).max()) > 0
     assert {"loss", "diffusion_loss", "repa_loss", "mse", "t"} <= set(aux)
     np.testing.assert_allclose(total, aux["diffusion_loss"] + 0.7 * aux["repa_loss"], rtol=1e-6)
     # Independent numpy cosine of the projected hidden tokens.
@@ -72,14 +78,19 @@ def test_alignment_limits_are_minus_one_and_plus_one():
     )
 
 
-def test_gradients_reach_projector_and_backbone_through_the_meanflow_jvp():
-    repa = _repa(MeanFlowInterface)
+def test_meanflow_hidden_tokens_come_from_the_jvp_primal(oracle_net):
+    # The oracle net's "hidden tokens" are its input x_t: REPA must see exactly x_t.
+    net = oracle_net(lambda x, c, h, y: jnp.zeros_like(x), rngs=nnx.Rngs(0))
+    itf = MeanFlowInterface(net, "uniform", t_shift_base=None, rngs=nnx.Rngs(0, time=1, noise=2))
+    repa = REPA(itf, feature_dim=5, repa_depth=1, proj_dim=8, hidden_size=2, rngs=nnx.Rngs(1))
     x = jax.random.normal(jax.random.key(0), (8, 2))
-    feats = jax.random.normal(jax.random.key(1), (8, 5))
-    grads = nnx.grad(lambda m: m(x, feats))(repa)
-    proj = grads["projector"]["layers"][0]["kernel"][...]
-    block = grads["interface"]["network"]["blocks"][0]["fc_in"]["kernel"][...]
-    assert float(jnp.abs(proj).max()) > 0 and float(jnp.abs(block).max()) > 0
+    _, aux = repa.loss(x, jnp.ones((8, 5)), return_aux=True)
+    itf.rngs = nnx.Rngs(0, time=1, noise=2)
+    t, _ = itf.sample_t_r((8,))
+    x_t = (1 - t[:, None]) * x + t[:, None] * itf.sample_n((8, 2))
+    np.testing.assert_allclose(aux["hidden"], x_t, rtol=1e-6)
+    grads = nnx.grad(lambda m: m(x, jnp.ones((8, 5))))(repa)
+    assert float(jnp.abs(grads["projector"]["layers"][0]["kernel"][...]).max()) > 0
 
 
 def test_sampling_is_delegated_and_bad_features_raise():

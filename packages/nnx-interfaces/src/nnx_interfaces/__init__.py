@@ -1,12 +1,30 @@
 """Objectives for diffusion, flow-matching, consistency and flow-map models (the `Interfaces`)."""
 
 from nnx_interfaces.base import Interfaces, TimeDomain, TrainingTimeDistType
+from nnx_interfaces.consistency import SCD, SCT, TrigFlowConsistency
 from nnx_interfaces.ddpm import DDPMInterface
 from nnx_interfaces.edm import EDMInterface
 from nnx_interfaces.errors import InterfaceConfigError, InterfaceError
+from nnx_interfaces.flowmaps import (
+    ConsistencyTrajectoryModel,
+    DataPredictionInterface,
+    EulerianSelfDistillation,
+    FlowMapInterface,
+    FlowMatching,
+    InterpolantInterface,
+    LagrangianSelfDistillation,
+    MeanFlowMap,
+    MinimumIterativePolicy,
+    ProgressiveSelfDistillation,
+    Regression,
+    STSampling,
+    TwoStepDenoising,
+)
+from nnx_interfaces.interpolants import Interpolant, get_interpolant
 from nnx_interfaces.meanflow import MeanFlowInterface
 from nnx_interfaces.oracles import GaussianOracle
 from nnx_interfaces.repa import REPA
+from nnx_interfaces.shortcut import Shortcut
 from nnx_interfaces.sit import SiTInterface
 from nnx_interfaces.time_dist import sample_time
 
@@ -14,15 +32,34 @@ __version__ = "0.1.0"
 
 __all__ = [
     "REPA",
+    "SCD",
+    "SCT",
+    "ConsistencyTrajectoryModel",
     "DDPMInterface",
+    "DataPredictionInterface",
     "EDMInterface",
+    "EulerianSelfDistillation",
+    "FlowMapInterface",
+    "FlowMatching",
     "GaussianOracle",
     "InterfaceConfigError",
     "InterfaceError",
     "Interfaces",
+    "Interpolant",
+    "InterpolantInterface",
+    "LagrangianSelfDistillation",
     "MeanFlowInterface",
+    "MeanFlowMap",
+    "MinimumIterativePolicy",
+    "ProgressiveSelfDistillation",
+    "Regression",
+    "STSampling",
+    "Shortcut",
     "SiTInterface",
     "TimeDomain",
     "TrainingTimeDistType",
+    "TrigFlowConsistency",
+    "TwoStepDenoising",
+    "get_interpolant",
     "sample_time",
 ]
