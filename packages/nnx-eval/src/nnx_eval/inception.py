@@ -44,7 +44,7 @@ class InceptionV3FID(nnx.Module):
     """FID Inception-v3; attribute names follow pytorch-fid so weights map one-to-one.
 
     `__call__(x: [B, H, W, 3] in [−1, 1]) -> dict(pool, spatial, logits, logits_unbiased)`.
-    Parameters are float32; pass `dtype=jnp.bfloat16` for faster but non-reference features.
+    Parameters and compute are float32 (the reference numbers are float32).
     """
 
     def __init__(self, *, rngs: nnx.Rngs):
