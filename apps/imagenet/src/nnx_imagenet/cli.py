@@ -52,6 +52,9 @@ def preprocess_argv(argv: list[str]) -> list[str]:
       AppError: unknown command, unknown config / preset, unknown override key or bad value.
     """
     args = argv[1:]
+    if any(a in ("-h", "--help", "--helpfull", "--helpshort") for a in args):
+        print(USAGE)
+        return argv
     positional = [a for a in args if not a.startswith("-")]
     if not positional or positional[0] not in COMMANDS:
         found = positional[0] if positional else "nothing"

@@ -16,9 +16,6 @@ APP_ENTRIES: dict[str, dict[str, str]] = {
     },
     "interface": {
         "ddpm": "nnx_interfaces.ddpm:DDPMInterface",
-        "lsd": "nnx_imagenet.plugins:build_lsd",
-        "repa": "nnx_imagenet.plugins:build_repa",
-        "scd": "nnx_imagenet.plugins:build_scd",
     },
     "sampler": {
         "denoise_renoise": "nnx_samplers.jump:DenoiseRenoise",
@@ -123,10 +120,21 @@ def build_scd(
     )
 
 
+# The app's own builders, under names of their own (always registered, never shadowing the
+# trainer's entries of the same objective, which take objects rather than flat config values).
+APP_BUILDERS: dict[str, str] = {
+    "imagenet.lsd": "nnx_imagenet.plugins:build_lsd",
+    "imagenet.repa": "nnx_imagenet.plugins:build_repa",
+    "imagenet.scd": "nnx_imagenet.plugins:build_scd",
+}
+
+
 def register_plugins() -> None:
-    """Add the app's entries that the trainer's registry does not already define (idempotent)."""
+    """Add the app's entries the trainer lacks, and the app's builders (idempotent)."""
     for kind, table in APP_ENTRIES.items():
         have = set(registry.names(kind))
         for name, target in table.items():
             if name not in have:
                 registry.register(kind, name, target)
+    for name, target in APP_BUILDERS.items():
+        registry.register("interface", name, target)

@@ -24,7 +24,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model = common.dit_model("XL", 2)
 
     c.interface = ml_collections.ConfigDict()
-    c.interface.name = "repa"
+    c.interface.name = "imagenet.repa"
     c.interface.base = "sit"  # the wrapped objective
     c.interface.train_time_dist_type = "uniform"
     c.interface.encoder = "dinov2-vitb14"

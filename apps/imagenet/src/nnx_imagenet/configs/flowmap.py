@@ -24,7 +24,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.data.global_batch_size = 256
 
     c.interface = ml_collections.ConfigDict()
-    c.interface.name = "lsd"
+    c.interface.name = "imagenet.lsd"
     c.interface.interpolant = "linear"
     c.interface.distill_weight = 1.0
     c.interface.time_dist = "uniform"

@@ -28,7 +28,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.data.global_batch_size = 1024
 
     c.interface = ml_collections.ConfigDict()
-    c.interface.name = "scd"
+    c.interface.name = "imagenet.scd"
     c.interface.teacher_config = "sit:xl2"
     c.interface.teacher_workdir = ""
     c.interface.sigma_d = 0.5
