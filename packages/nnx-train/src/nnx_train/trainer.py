@@ -28,6 +28,7 @@ from flax import nnx
 from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec
 
+from nnx_interfaces.base import Interfaces
 from nnx_train import callbacks, checkpoint, fileio, optim, posthoc_ema, registry, sharding
 from nnx_train import config as config_lib
 from nnx_train import ema as ema_lib
@@ -58,7 +59,7 @@ def make_rngs(seed: int) -> nnx.Rngs:
     return nnx.Rngs(**{name: seed * len(RNG_STREAMS) + i for i, name in enumerate(RNG_STREAMS)})
 
 
-def build_interface(config: ml_collections.ConfigDict) -> nnx.Module:
+def build_interface(config: ml_collections.ConfigDict) -> Interfaces:
     """Backbone and interface from `config.model` / `config.interface` (registry names + kwargs)."""
     model_kwargs = config_lib.constructor_kwargs(config.model)
     for key in ("dtype", "param_dtype"):
