@@ -33,6 +33,12 @@ def test_config_and_smoke_preset_validate_against_trainer_schema(name, preset):
                        (c.model.hidden_size,)) <= 128  # fmt: skip
 
 
+@pytest.mark.parametrize("spec", ["edm:edm2_s", "edm:edm2_m,smoke", "dit:s2,smoke"])
+def test_combined_presets_validate(spec):
+    c = load_config(spec)
+    assert c.model.name in ("imagenet.edm2_unet", "dit")
+
+
 def test_paper_hyper_parameters_of_a_few_presets():
     sit = load_config("sit:b2")
     assert (sit.model.hidden_size, sit.model.depth, sit.model.num_heads) == (768, 12, 12)

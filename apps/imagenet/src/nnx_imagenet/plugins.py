@@ -12,7 +12,6 @@ from nnx_train import registry
 APP_ENTRIES: dict[str, dict[str, str]] = {
     "model": {
         "lightning_ddt": "nnx_backbones.ddt:LightningDDT",
-        "edm2_unet": "nnx_backbones.edm2_unet:EDM2UNet",
     },
     "interface": {
         "ddpm": "nnx_interfaces.ddpm:DDPMInterface",
@@ -21,6 +20,30 @@ APP_ENTRIES: dict[str, dict[str, str]] = {
         "denoise_renoise": "nnx_samplers.jump:DenoiseRenoise",
     },
 }
+
+
+def build_edm2_unet(
+    *,
+    size: str = "s",
+    img_resolution: int = 64,
+    img_channels: int = 4,
+    num_classes: int = 1000,
+    model_channels: int = 0,
+    dropout: float = -1.0,
+    label_dropout: float = 0.0,
+    rngs: nnx.Rngs,
+) -> nnx.Module:
+    """EDM2 UNet of paper size `size` (xs..xxl); model_channels / dropout override the preset
+    when ≥ 0 (0 / −1 keep it)."""
+    from nnx_backbones.edm2_unet import EDM2UNet, edm2_config
+
+    overrides = {"img_resolution": img_resolution, "img_channels": img_channels,
+                 "num_classes": num_classes, "label_dropout": label_dropout}  # fmt: skip
+    if model_channels > 0:
+        overrides["model_channels"] = model_channels
+    if dropout >= 0:
+        overrides["dropout"] = dropout
+    return EDM2UNet(edm2_config(size, **overrides), rngs=rngs)
 
 
 def build_lsd(
@@ -122,10 +145,13 @@ def build_scd(
 
 # The app's own builders, under names of their own (always registered, never shadowing the
 # trainer's entries of the same objective, which take objects rather than flat config values).
-APP_BUILDERS: dict[str, str] = {
-    "imagenet.lsd": "nnx_imagenet.plugins:build_lsd",
-    "imagenet.repa": "nnx_imagenet.plugins:build_repa",
-    "imagenet.scd": "nnx_imagenet.plugins:build_scd",
+APP_BUILDERS: dict[str, dict[str, str]] = {
+    "model": {"imagenet.edm2_unet": "nnx_imagenet.plugins:build_edm2_unet"},
+    "interface": {
+        "imagenet.lsd": "nnx_imagenet.plugins:build_lsd",
+        "imagenet.repa": "nnx_imagenet.plugins:build_repa",
+        "imagenet.scd": "nnx_imagenet.plugins:build_scd",
+    },
 }
 
 
@@ -136,5 +162,6 @@ def register_plugins() -> None:
         for name, target in table.items():
             if name not in have:
                 registry.register(kind, name, target)
-    for name, target in APP_BUILDERS.items():
-        registry.register("interface", name, target)
+    for kind, table in APP_BUILDERS.items():
+        for name, target in table.items():
+            registry.register(kind, name, target)

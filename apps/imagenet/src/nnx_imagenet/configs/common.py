@@ -120,6 +120,9 @@ def smoke(c: ml_collections.ConfigDict) -> None:
         shape = (8, 8, shape[-1])
         if "input_size" in c.model:
             c.model.input_size = 8
+        if "img_resolution" in c.model:  # EDM2 UNet: 8×8 input, narrow channels
+            c.model.img_resolution = 8
+            c.model.model_channels = 32
     c.data.shape = shape
     c.data.num_classes = min(c.data.num_classes, 10) if c.data.num_classes else 0
     if "num_classes" in c.model and c.model.num_classes:

@@ -5,7 +5,7 @@ trained with the EDM2 recipe (Karras et al. 2024: Adam, inverse-sqrt decay, post
         --config.data.kwargs.root=/data/imagenet256_sdvae_latents
 
 Presets: `b2` (default: DiT-B/2 on 256² SD-VAE latents), `xl2`, `edm2_s` / `edm2_m` (the
-EDM2 UNet on 512² latents, 64 × 64 × 4; needs `nnx_backbones.edm2_unet`), `smoke`.
+EDM2 UNet on 512² latents, 64 × 64 × 4), `smoke`.
 Hyper-parameters: σ ~ lognormal(P_mean = −0.4, P_std = 1.0) (EDM2's latent values; EDM's
 pixel-space ones are −1.2 / 1.2), σ_data = 0.5, σ ∈ [0.002, 80]; Adam (β = 0.9, 0.99), batch
 2048, lr_ref 0.0100 (EDM2-S; 0.0090 M) with inverse-sqrt decay after t_ref = 70k iterations
@@ -55,16 +55,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
         return apply
 
-    def edm2(channels: int, lr: float, dropout: float):
+    def edm2(size: str, lr: float):
         def apply(c):
             common.imagenet_latents(c, size=64, channels=4)
             c.model = ml_collections.ConfigDict()
-            c.model.name = "edm2_unet"
+            c.model.name = "imagenet.edm2_unet"
+            c.model.size = size  # EDM2 paper channels and dropout for this size
             c.model.img_resolution = 64
             c.model.img_channels = 4
-            c.model.model_channels = channels
             c.model.num_classes = 1000
-            c.model.dropout = dropout
+            c.model.label_dropout = 0.0
             c.optimizer.lr = lr
             c.optimizer.schedule = "inverse_sqrt"
             c.optimizer.ref_steps = 70_000
@@ -74,7 +74,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     presets = {
         "b2": dit("B"),
         "xl2": dit("XL"),
-        "edm2_s": edm2(192, 0.0100, 0.0),
-        "edm2_m": edm2(256, 0.0090, 0.10),
+        "edm2_s": edm2("s", 0.0100),
+        "edm2_m": edm2("m", 0.0090),
     }
     return common.apply_preset(c, arg, presets, default="b2")
