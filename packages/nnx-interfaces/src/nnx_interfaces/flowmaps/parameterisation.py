@@ -29,13 +29,16 @@ from nnx_interfaces.errors import InterfaceConfigError
 from nnx_interfaces.flowmaps.common import InterpolantInterface
 
 
-def module_jvp(module: nnx.Module, fn: Callable, primals: tuple, tangents: tuple) -> tuple:
+def module_jvp(
+    module: nnx.Module, fn: Callable, primals: tuple, tangents: tuple, *more_tangents: tuple
+) -> tuple:
     """`jax.jvp` of `fn(module, *primals)` for a stateful nnx module: (primal out, tangent out).
 
     The module is split outside and merged inside, so anything it mutates while running (the
     `label_dropout` stream of a backbone with `train=True`) happens on a copy whose new state is
     written back afterwards; no tracer escapes. The loss's own `time`/`noise` keys are drawn
-    before the call.
+    before the call. Extra tangent tuples are pushed through the same function from the same
+    state (same dropped labels); then the result is (primal out, [tangent out, ...]).
     """
     graphdef, state = nnx.split(module)
 
@@ -43,9 +46,11 @@ def module_jvp(module: nnx.Module, fn: Callable, primals: tuple, tangents: tuple
         copy = nnx.merge(graphdef, state, copy=True)
         return fn(copy, *args), nnx.state(copy)
 
-    out, tangent_out, new_state = jax.jvp(pure, primals, tangents, has_aux=True)
-    nnx.update(module, new_state)
-    return out, tangent_out
+    outs = [jax.jvp(pure, primals, tan, has_aux=True) for tan in (tangents, *more_tangents)]
+    nnx.update(module, outs[0][2])
+    if not more_tangents:
+        return outs[0][0], outs[0][1]
+    return outs[0][0], [o[1] for o in outs]
 
 
 class FlowMapInterface(InterpolantInterface, abc.ABC):
