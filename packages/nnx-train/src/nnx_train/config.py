@@ -50,6 +50,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.interface = ml_collections.ConfigDict()
     c.interface.name = "sit"  # registry name; the other keys are constructor kwargs
     c.interface.train_time_dist_type = "uniform"
+    c.interface.t_shift_base = None  # SiT resolution shift off (2-D data)
 
     c.optimizer = ml_collections.ConfigDict()
     c.optimizer.name = "adamw"  # adamw | adam | lion | sgd
