@@ -269,7 +269,7 @@ def train(
             if step_callback is not None:
                 step_callback(step)
 
-            stop = _should_stop(preempt)
+            stop = _should_stop(preempt, step, config.log.every_steps)
             if step % config.log.every_steps == 0 or step == config.total_steps or stop:
                 result_metrics = _summarise(pending, time.perf_counter() - window_start,
                                             window_steps, config, flops, peak)  # fmt: skip
@@ -320,10 +320,13 @@ def _install_sigterm(event: threading.Event) -> Any:
     return signal.signal(signal.SIGTERM, lambda signum, frame: event.set())
 
 
-def _should_stop(event: threading.Event) -> bool:
-    """True on every process once any process received SIGTERM (one tiny all-gather if >1)."""
+def _should_stop(event: threading.Event, step: int, every: int) -> bool:
+    """True once SIGTERM arrived. With several processes the flag is all-gathered (one tiny host
+    sync) at logging steps only, so that every process stops after the same step."""
     if jax.process_count() == 1:
         return event.is_set()
+    if step % every:
+        return False
     flags = multihost_utils.process_allgather(np.asarray(event.is_set()))
     return bool(np.any(flags))
 
