@@ -47,8 +47,8 @@ def test_total_is_diffusion_plus_weighted_negative_cosine_in_one_forward_pass_wi
     feats = jax.random.normal(jax.random.key(1), (8, 5))
     repa = _repa(weight=0.7)
     CountingMLP.calls = 0
-    (total, aux), grads = nnx.value_and_grad(
-        lambda m: m.loss(x, feats, return_aux=True), has_aux=True
+    (total, aux), grads = nnx.jit(
+        nnx.value_and_grad(lambda m: m.loss(x, feats, return_aux=True), has_aux=True)
     )(repa)
     assert CountingMLP.calls == 1
     # Gradients reach both the projector and the backbone.
@@ -89,8 +89,6 @@ def test_meanflow_hidden_tokens_come_from_the_jvp_primal(oracle_net):
     t, _ = itf.sample_t_r((8,))
     x_t = (1 - t[:, None]) * x + t[:, None] * itf.sample_n((8, 2))
     np.testing.assert_allclose(aux["hidden"], x_t, rtol=1e-6)
-    grads = nnx.grad(lambda m: m(x, jnp.ones((8, 5))))(repa)
-    assert float(jnp.abs(grads["projector"]["layers"][0]["kernel"][...]).max()) > 0
 
 
 def test_sampling_is_delegated_and_bad_features_raise():
