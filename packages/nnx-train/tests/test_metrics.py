@@ -43,3 +43,24 @@ def test_peak_flops_lookup():
     assert metrics.detect_peak_flops(Dev()) == 197e12
     Dev.device_kind = "cpu"
     assert metrics.detect_peak_flops(Dev()) is None
+
+
+def test_generation_evaluator_feeds_consumers_and_reduces():
+    from nnx_train import callbacks
+
+    class Count:
+        def __init__(self):
+            self.n, self.pixels = 0, set()
+
+        def update(self, images, labels, indices):
+            self.n += images.shape[0]
+            self.pixels |= set(images.reshape(-1).tolist())
+
+    evaluate = callbacks.generation_evaluator(
+        lambda: [Count()],
+        lambda cs: {"n": cs[0].n, "pixel": max(cs[0].pixels)},
+        num_images=10,
+        batch_size=8,
+    )
+    out = evaluate(lambda key, labels, b: jnp.zeros((b, 2, 2, 3)), step=1)
+    assert out == {"n": 10, "pixel": 128}  # 10 images, 0.0 → uint8 floor(127.5·0 + 128)
