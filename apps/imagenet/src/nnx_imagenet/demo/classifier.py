@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from nnx_eval import fid
 from nnx_imagenet.errors import DataError
 
 
@@ -91,16 +92,10 @@ class DigitsClassifier:
         return np.asarray(_hidden(self._check(), to_unit_pixels(x)), np.float64)
 
 
-def _sqrtm_psd(a: np.ndarray) -> np.ndarray:
-    """Square root of a symmetric positive semi-definite matrix by eigendecomposition."""
-    w, v = np.linalg.eigh((a + a.T) / 2)
-    return (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
-
-
 def frechet_distance(f1: np.ndarray, f2: np.ndarray) -> float:
-    """Fréchet distance between Gaussians fitted to features `f1: [N, D]` and `f2: [M, D]`."""
-    mu1, mu2 = f1.mean(0), f2.mean(0)
-    s1, s2 = np.cov(f1, rowvar=False), np.cov(f2, rowvar=False)
-    r1 = _sqrtm_psd(s1)
-    cross = _sqrtm_psd(r1 @ s2 @ r1)
-    return float(np.sum((mu1 - mu2) ** 2) + np.trace(s1) + np.trace(s2) - 2 * np.trace(cross))
+    """Fréchet distance between Gaussians fitted to features `f1: [N, D]` and `f2: [M, D]`
+    (the FID formula, `nnx_eval.fid.frechet_distance`, on these features)."""
+    f1, f2 = np.asarray(f1, np.float64), np.asarray(f2, np.float64)
+    return fid.frechet_distance(
+        f1.mean(0), np.cov(f1, rowvar=False), f2.mean(0), np.cov(f2, rowvar=False)
+    )
