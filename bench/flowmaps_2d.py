@@ -194,7 +194,7 @@ def generate(kind: str, itf, n: jax.Array, y: jax.Array, steps: int, key: jax.Ar
 # --- main ----------------------------------------------------------------------------------------
 def main(quick: bool = False) -> dict:
     cfg = dict(
-        steps=400 if quick else 1500,
+        steps=400 if quick else 800,
         batch=256,
         lr=2e-3,
         width=64 if quick else 96,
