@@ -74,6 +74,13 @@ def test_trainer_schema_errors_reach_the_user():
         load_config("sit:smoke", ["data.name=imagenett"])
 
 
+def test_local_workdirs_become_absolute_urls_stay(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    c = load_config("demo:smoke", ["workdir=runs/a"])
+    assert c.workdir == str(tmp_path / "runs" / "a")
+    assert load_config("demo:smoke", ["workdir=gs://b/run"]).workdir == "gs://b/run"
+
+
 def test_unknown_config_and_preset_errors():
     with pytest.raises(ConfigError, match="Did you mean demo"):
         resolve_config("dmeo")

@@ -103,6 +103,9 @@ def _main(argv: list[str]) -> None:
     config = _CONFIG.value
     if FLAGS.workdir:
         config.workdir = FLAGS.workdir
+    from nnx_imagenet.config_loading import absolute_paths
+
+    absolute_paths(config)
     # absl already applied --config.* overrides; re-apply nothing, only validate the result.
     from nnx_imagenet.configs.common import validate
 

@@ -165,6 +165,16 @@ def config_overrides_in_argv(argv: Sequence[str]) -> list[str]:
     return out
 
 
+def absolute_paths(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Make local `workdir` / `checkpoint.dir` absolute (orbax refuses relative paths); URLs such
+    as gs://... are kept as they are."""
+    for section, key in ((config, "workdir"), (config.checkpoint, "dir")):
+        value = section[key]
+        if value and "://" not in value:
+            section[key] = os.path.abspath(os.path.expanduser(value))
+    return config
+
+
 def load_config(spec: str, overrides: Iterable[str] = ()) -> ml_collections.ConfigDict:
     """Load a config by name or path with its preset, apply overrides and validate it."""
     path, preset = resolve_config(spec)
@@ -172,4 +182,4 @@ def load_config(spec: str, overrides: Iterable[str] = ()) -> ml_collections.Conf
     apply_overrides(config, overrides)
     from nnx_imagenet.configs.common import validate
 
-    return validate(config)
+    return absolute_paths(validate(config))
