@@ -192,6 +192,8 @@ def test_every_published_key_is_consumed_and_every_param_set(cfg):
         loaded(cfg, bad)
     prefixed = {f"dinov2.{k}": v for k, v in sd.items()}  # Dinov2ForImageClassification
     assert set(export_dinov2(loaded(cfg, prefixed))) == set(sd)
+    no_mask = {k: v for k, v in sd.items() if k != "embeddings.mask_token"}
+    np.testing.assert_array_equal(export_dinov2(loaded(cfg, no_mask))["embeddings.mask_token"], 0)
 
 
 @pytest.mark.parametrize(

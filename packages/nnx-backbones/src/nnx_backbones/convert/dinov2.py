@@ -5,8 +5,9 @@
 `encoder.layer.N.layer_scale1.lambda1`, `encoder.layer.N.mlp.fc1` or, for ViT-g,
 `mlp.weights_in/weights_out`, `layernorm`), so the mapping is mechanical (see
 `convert.sd_vae.mirror_mapping`). `embeddings.mask_token` (used only for masked training) is
-kept and round-tripped. A checkpoint saved with the `dinov2.` prefix of
-`Dinov2ForImageClassification` is accepted by stripping it.
+kept and round-tripped; a checkpoint without it gets zeros (its HF init; it is unused at
+inference). A checkpoint saved with the `dinov2.` prefix of `Dinov2ForImageClassification` is
+accepted by stripping it.
 """
 
 import os
@@ -29,6 +30,9 @@ def load_dinov2(model: DINOv2, tensors: Mapping[str, np.ndarray], source: str = 
     prefix = "dinov2."
     if tensors and all(k.startswith(prefix) for k in tensors if not k.startswith("classifier.")):
         tensors = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+    if "embeddings.mask_token" not in tensors:
+        d = model.config.hidden_size
+        tensors = {**tensors, "embeddings.mask_token": np.zeros((1, d), np.float32)}
     assign_state(model, tensors, mirror_mapping(model), source=source or "DINOv2 checkpoint")
 
 
