@@ -191,3 +191,32 @@ def test_tfds_source_without_tensorflow_datasets_says_install_the_tf_extra():
 
     with pytest.raises(DataError, match="`tf` extra"):
         TfdsSource("imagenet2012", "train", 256)
+
+
+def test_prepare_encodes_images_and_mirrors_into_shards(tmp_path):
+    from nnx_imagenet.commands import encode_to_shards
+
+    make_tree(tmp_path / "src", {"n01": 3, "n02": 2}, size=(16, 16))
+    for i, p in enumerate(sorted((tmp_path / "src" / "train").rglob("*.JPEG"))):
+        a = np.zeros((16, 16, 3), np.uint8)
+        a[:, : 4 + i] = 200  # left-heavy images: a mirror differs from the original
+        Image.fromarray(a).save(p, quality=100)
+    source = ImageFolderSource(tmp_path / "src", "train", 16)
+
+    def encode(images):  # a stand-in "VAE": 4×4 average pooling to [B, 4, 4, 3]
+        x = images.astype(np.float32) / 127.5 - 1.0
+        return x.reshape(len(x), 4, 4, 4, 4, 3).mean(axis=(2, 4))
+
+    encode_to_shards(
+        source, encode, tmp_path / "lat", batch_size=2, shard_size=4, scale=2.0, shift=0.0,
+        encoder="avgpool",
+    )  # fmt: skip
+    lat = LatentShardSource(tmp_path / "lat")
+    assert len(lat) == 5 and lat.shape == (4, 4, 3) and lat.num_classes == 2
+    for i in range(5):
+        img = source[i]["image"][None]
+        np.testing.assert_allclose(lat[i]["latents"][0], 2.0 * encode(img)[0], atol=1e-6)
+        np.testing.assert_allclose(
+            lat[i]["latents"][1], 2.0 * encode(img[:, :, ::-1])[0], atol=1e-6
+        )
+        assert int(lat[i]["label"]) == int(source[i]["label"])
