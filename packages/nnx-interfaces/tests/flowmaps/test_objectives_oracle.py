@@ -93,10 +93,8 @@ def test_flow_matching_minimum(name):
         ("psd", "linear"),
         ("psd", "vp"),
         ("lsd", "trig"),
-        ("lsd", "vp"),
         ("esd", "linear"),
         ("esd", "trig"),
-        ("ctm", "linear"),
         ("ctm", "vp"),
     ],
 )
