@@ -8,9 +8,9 @@ Presets: `b2` (default: DiT-B/2 on 256² SD-VAE latents), `xl2`, `edm2_s` / `edm
 EDM2 UNet on 512² latents, 64 × 64 × 4), `smoke`.
 Hyper-parameters: σ ~ lognormal(P_mean = −0.4, P_std = 1.0) (EDM2's latent values; EDM's
 pixel-space ones are −1.2 / 1.2), σ_data = 0.5, σ ∈ [0.002, 80]; Adam (β = 0.9, 0.99), batch
-2048, lr_ref 0.0100 (EDM2-S; 0.0090 M) with inverse-sqrt decay after t_ref = 70k iterations
-(DiT backbones: lr 1e-4 as DiT), post-hoc EMA σ_rel ∈ {0.05, 0.10} with snapshots every 8M
-images; 2nd-order EDM sampler with 32 steps (63 NFE).
+2048, lr_ref 0.0100 (EDM2-S; 0.0090 M) with inverse-sqrt decay after t_ref = 70k iterations,
+after a 10M-image ramp-up (DiT backbones: lr 1e-4 as DiT); post-hoc EMA σ_rel ∈ {0.05, 0.10}
+with snapshots every 8M images; 2nd-order EDM sampler with 32 steps (63 NFE).
 """
 
 import ml_collections
@@ -68,6 +68,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             c.optimizer.lr = lr
             c.optimizer.schedule = "inverse_sqrt"
             c.optimizer.ref_steps = 70_000
+            c.optimizer.warmup_steps = 4_883  # EDM2's 10M-image lr ramp-up at batch 2048
 
         return apply
 

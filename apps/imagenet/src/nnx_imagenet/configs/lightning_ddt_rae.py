@@ -7,7 +7,8 @@ Representation Autoencoders"): flow matching on frozen DINOv2-B (with registers)
 Presets: `b` (DiT^DH-B), `xl` (DiT^DH-XL, default), `smoke`.
 Latents: DINOv2-B/14 with registers on 224² crops → 16 × 16 × 768 tokens (patch 1), normalised.
 Paper hyper-parameters: a LightningDiT trunk + a wide shallow head (2 blocks of width 2048);
-AdamW (β = 0.9, 0.95), lr 2e-4 (then linear decay to 2e-5: cosine with min ratio 0.1 here),
+AdamW (β = 0.9, 0.95), lr 2e-4 constant for 40 epochs then linear decay to 2e-5 (the trainer
+has no constant-then-linear schedule: approximated here by cosine decay to 0.1× from step 0),
 no weight decay, clipping 1.0, batch 1024, EMA 0.9995, 800 epochs (≈ 1M steps at 1024), logit-
 normal t with the dimension-dependent shift √(16·16·768 / 4096) ≈ 6.93 (t_shift_base 4096),
 class dropout 0.1; samples with Euler-50 (the paper's 1.51 FID uses autoguidance).
@@ -38,7 +39,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.optimizer.weight_decay = 0.0
     c.optimizer.grad_clip = 1.0
     c.optimizer.schedule = "cosine"
-    c.optimizer.warmup_steps = 50_000  # 40 epochs at 1024 before the decay
+    c.optimizer.warmup_steps = 0
     c.optimizer.min_lr_ratio = 0.1
     c.ema.decays = (0.9995,)
 
