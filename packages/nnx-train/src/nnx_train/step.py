@@ -1,8 +1,9 @@
 """The train step: one jitted function `state, batch → state, metrics`.
 
-Inside: split the batch into `grad_accum` micro-batches, accumulate loss and gradients of the
-interface's loss over them (`lax.scan`, gradients averaged), take the true global gradient norm,
-apply the optimizer (clipping included), update the EMAs, and guard against non-finite values:
+Inside: split the batch (every entry along its leading axis) into `grad_accum` micro-batches,
+accumulate loss and gradients of the interface's loss over them (`lax.scan`, gradients averaged),
+take the true global gradient norm, apply the optimizer (clipping included), update the EMAs,
+and guard against non-finite values:
 
     finite = isfinite(loss) ∧ isfinite(‖g‖)
     params, opt_state, emas ← finite ? updated : unchanged        (the RNG always advances)
@@ -55,13 +56,17 @@ def make_train_step(
       ema_warmup: use β_t = min(β, (1 + t)/(10 + t)) for the EMAs.
       max_nonfinite: K; `guard.tripped` latches once K consecutive steps were non-finite.
     Returns:
-      step(state, batch) → (state, metrics): batch = {"x": [B, ...], "y": [B] (optional)};
+      step(state, batch) → (state, metrics): batch = {"x": [B, ...], "y": [B] (optional), any
+        other `[B, ...]` entry (e.g. "x_feature")}; the loss is called as
+        `loss(x, return_aux=True, **{every entry but "x"})`, each entry split into micro-batches
+        and sharded along its leading (batch) axis like x;
       metrics = {"loss", "grad_norm", "lr", "finite", "skipped", "tripped", "aux/<name>"...}.
     """
 
     def loss_fn(params, rng, other, micro):
         model = merge_module(graphdef, params, data_to_keys(rng, rng_template), other)
-        kwargs = {"y": micro["y"]} if "y" in micro else {}
+        # every batch entry but "x" is a keyword argument of the loss: y, x_feature (REPA), ...
+        kwargs = {k: v for k, v in micro.items() if k != "x"}
         out = model.loss(micro["x"], return_aux=True, **kwargs)
         loss, aux = out if isinstance(out, tuple) else (out, {})
         _, _, new_rng, new_other = nnx.split(model, nnx.Param, nnx.RngState, ...)
