@@ -31,7 +31,15 @@ class _Collect:
 
 
 def _decode_fn(config: ml_collections.ConfigDict):
-    """Latents → images for latent datasets (SD-VAE named by data.kwargs), else None."""
+    """Latents → images for latent datasets (SD-VAE named by data.kwargs) and REPA runs that
+    encode with an SD-VAE on the fly (`interface.latent_encoder`), else None."""
+    if config.interface.get("name", "") == "imagenet.repa":
+        if not config.interface.latent_encoder:
+            return None
+        from nnx_backbones.convert.sd_vae import pretrained_sd_vae
+
+        vae = pretrained_sd_vae(config.interface.latent_encoder)
+        return lambda z: vae.decode_latents(z)
     if config.data.name not in ("latents", "synthetic") or len(config.data.shape) != 3:
         return None
     if config.data.name == "synthetic":

@@ -81,6 +81,8 @@ def build_repa(
     base: str = "sit",
     train_time_dist_type: str = "uniform",
     encoder: str = "dinov2-vitb14",
+    encoder_resolution: int = 224,
+    latent_encoder: str = "sd-vae-ft-ema",
     feature_dim: int = 768,
     repa_depth: int = 8,
     repa_loss_weight: float = 0.5,
@@ -88,12 +90,43 @@ def build_repa(
 ) -> nnx.Module:
     """REPA (`nnx_interfaces.repa.REPA`) around the interface named `base` (built on `network`).
 
-    `encoder` names the frozen feature network whose patch features the hidden tokens are aligned
-    to; its features must reach the loss as `x_feature` (see the app README: the trainer feeds
-    only `x` and `y` today).
+    `encoder` names the frozen feature network whose patch tokens the hidden tokens after block
+    `repa_depth` are aligned to, computed on the fly from the images resized to
+    `encoder_resolution` (`nnx_imagenet.repa_features`, which also maps the images to
+    `latent_encoder` latents, or keeps pixels when it is ""). REPA aligns token by token, so the
+    DiT's token count must equal the encoder's, (encoder_resolution / 14)²; checked here.
+
+    Raises:
+      ConfigError: feature_dim or the token counts do not match.
     """
+    from nnx_imagenet.errors import ConfigError
+    from nnx_imagenet.repa_features import encoder_patch_size, feature_dim_of
     from nnx_interfaces.repa import REPA
 
+    try:
+        enc_dim = feature_dim_of(encoder)
+    except Exception as e:  # a malformed name: say what is expected
+        raise ConfigError(f"interface.encoder = {encoder!r}: {e}") from e
+    if enc_dim != feature_dim:
+        raise ConfigError(
+            f"interface.feature_dim = {feature_dim} but the encoder {encoder!r} makes "
+            f"{enc_dim}-channel tokens; set --config.interface.feature_dim={enc_dim}."
+        )
+    p = encoder_patch_size(encoder)
+    if encoder_resolution % p:
+        raise ConfigError(
+            f"interface.encoder_resolution = {encoder_resolution} is not a multiple of the "
+            f"encoder's patch size {p} (REPA uses 224)."
+        )
+    grid = getattr(network, "grid", None)
+    n_enc = (encoder_resolution // p) ** 2
+    if grid is None or grid[0] * grid[1] != n_enc:
+        raise ConfigError(
+            f"REPA aligns the DiT's tokens one to one with the encoder's: the network has "
+            f"{'no patch grid' if grid is None else f'a {grid[0]}×{grid[1]} token grid'} but the "
+            f"encoder makes ({encoder_resolution}/{p})² = {n_enc} tokens. Choose "
+            f"interface.encoder_resolution = {p}·sqrt(DiT tokens) (224 for 256 tokens)."
+        )
     iface = registry.build("interface", base, network, train_time_dist_type=train_time_dist_type)
     return REPA(
         iface,

@@ -1,13 +1,15 @@
 """`run_train(config)`: the app's side of a training run — data, the trainer, then the demo report.
 
 The trainer (`nnx_train.trainer.train`) owns the loop, checkpoints (with the grain iterator state),
-logging and resume; the app gives it the per-host grain stream and, for the digits demo, writes
+logging and resume; the app gives it the per-host grain stream (for REPA wrapped in the batch
+encoder of `repa_features`, which adds `x_feature`) and, for the digits demo, writes
 the sample grid, loss curve and quality report at the end.
 """
 
 import jax
 import ml_collections
 
+from nnx_imagenet import repa_features
 from nnx_imagenet.configs.common import validate
 from nnx_imagenet.data.builder import build_train_dataset
 from nnx_imagenet.data.pipeline import HostShard
@@ -18,8 +20,14 @@ from nnx_train import trainer
 def make_data_fn(config: ml_collections.ConfigDict):
     """The trainer's `make_data(process_index, process_count, local_batch_size)` for `config`."""
 
+    encode = None
+    if repa_features.is_repa(config):  # REPA: latents + encoder tokens computed per batch
+        encode = repa_features.make_batch_encoder(config)
+
     def make_data(process_index: int, process_count: int, local_batch_size: int):
-        ds = build_train_dataset(config, shard=HostShard(process_index, process_count))
+        shape = repa_features.source_shape(config) if encode else None
+        shard = HostShard(process_index, process_count)
+        ds = build_train_dataset(config, shard=shard, source_shape=shape)
         expected = config.data.global_batch_size // process_count
         if local_batch_size != expected:
             raise DataError(
@@ -27,7 +35,8 @@ def make_data_fn(config: ml_collections.ConfigDict):
                 f"makes {expected} (global batch {config.data.global_batch_size} over "
                 f"{process_count} processes)."
             )
-        return iter(ds)
+        it = iter(ds)
+        return repa_features.EncodedIterator(it, encode) if encode else it
 
     return make_data
 

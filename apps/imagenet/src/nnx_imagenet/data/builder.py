@@ -98,14 +98,22 @@ def build_source(config: ml_collections.ConfigDict, split: str | None = None) ->
     )
 
 
-def check_shape(config: ml_collections.ConfigDict, source: Any, kind: str) -> None:
-    """Raise `DataError` if the source's examples do not have `config.data.shape`."""
+def check_shape(
+    config: ml_collections.ConfigDict,
+    source: Any,
+    kind: str,
+    expected: tuple[int, ...] | None = None,
+) -> None:
+    """Raise `DataError` if the source's examples do not have `expected` (default
+    `config.data.shape`; REPA's on-the-fly VAE runs read 8× larger images)."""
     item = source[0]
     shape = tuple(item["image"].shape if kind == "image" else item["latents"].shape[1:])
-    if shape != tuple(config.data.shape):
+    want = tuple(config.data.shape) if expected is None else tuple(expected)
+    if shape != want:
+        extra = "" if expected is None else f" (config.data.shape {tuple(config.data.shape)})"
         raise DataError(
-            f"{source!r} yields examples of shape {shape}, but config.data.shape is "
-            f"{tuple(config.data.shape)}; set --config.data.shape or use matching data."
+            f"{source!r} yields examples of shape {shape}, but the run expects {want}{extra}; "
+            f"set --config.data.shape (or data.kwargs.resolution) or use matching data."
         )
     n_cls = getattr(source, "num_classes", None)
     if config.data.name == "digits":
@@ -118,12 +126,16 @@ def check_shape(config: ml_collections.ConfigDict, source: Any, kind: str) -> No
 
 
 def build_train_dataset(
-    config: ml_collections.ConfigDict, *, shard: HostShard | None = None
+    config: ml_collections.ConfigDict,
+    *,
+    shard: HostShard | None = None,
+    source_shape: tuple[int, ...] | None = None,
 ) -> grain.IterDataset:
-    """The per-host training stream of `config` (shard: default this JAX process's slice)."""
+    """The per-host training stream of `config` (shard: default this JAX process's slice;
+    source_shape: one example's shape when it differs from data.shape, e.g. REPA's raw images)."""
     shard = shard or HostShard.from_jax()
     source, kind = build_source(config)
-    check_shape(config, source, kind)
+    check_shape(config, source, kind, source_shape)
     kw = config.data.kwargs
     return make_dataset(
         source,
