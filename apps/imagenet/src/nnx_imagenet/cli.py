@@ -35,6 +35,10 @@ flags.DEFINE_string("ema", None, "sample/eval: EMA decay to use ('' = raw weight
                     "config.sample.ema / config.eval.ema.")  # fmt: skip
 flags.DEFINE_integer("seed", 0, "sample/eval: sampling seed.")
 flags.DEFINE_string("ref", "", "eval: reference statistics .npz (ADM or EDM format).")
+flags.DEFINE_string("inception_path", "", "eval: local FID Inception weights (.safetensors/.npz "
+                    "in pytorch-fid keys, or .pth) instead of the download cache.")  # fmt: skip
+flags.DEFINE_integer("inception_size", 299, "eval: Inception input size; 299 for every real "
+                     "number (smaller, >= 75, only for tests).")  # fmt: skip
 flags.DEFINE_string("what", "latents", "prepare: 'latents' (VAE latent shards) or 'ref_stats'.")
 flags.DEFINE_string("src", "", "prepare: dataset root holding <split>/<synset>/*.JPEG.")
 flags.DEFINE_string("split", "train", "prepare: split folder under --src.")

@@ -50,6 +50,27 @@ def _decode_fn(config: ml_collections.ConfigDict):
     return lambda z: vae.decode_latents(z)
 
 
+def _decode_fn_is_none(config: ml_collections.ConfigDict) -> bool:
+    """True when samples are kept as the model's arrays (no VAE decode), without loading a VAE."""
+    if config.interface.get("name", "") == "imagenet.repa":
+        return not config.interface.latent_encoder
+    return config.data.name != "latents" or len(config.data.shape) != 3
+
+
+class _Grey2RGB:
+    """Consumer adapter: grey `[b, H, W, 1]` uint8 → `[b, H, W, 3]` (Inception takes RGB)."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def update(self, images, labels=None, indices=None) -> None:
+        self.inner.update(np.repeat(np.asarray(images), 3, axis=-1), labels, indices)
+
+    def sync(self) -> None:
+        if hasattr(self.inner, "sync"):
+            self.inner.sync()
+
+
 def _generate(config, flags, ema: str, consumers) -> int:
     from nnx_eval.generate import generate
 
@@ -118,10 +139,22 @@ def evaluate(config: ml_collections.ConfigDict, flags: Any) -> None:
         raise AppError(
             f"eval computes Inception metrics on images; data.shape = {config.data.shape}."
         )
+    channels = config.data.shape[-1] if _decode_fn_is_none(config) else 3
+    if channels not in (1, 3):
+        raise AppError(
+            f"eval feeds RGB (or grey) images to Inception but this run samples {channels}-channel "
+            f"arrays (data.shape = {tuple(config.data.shape)}, no VAE decoder for data.name = "
+            f"{config.data.name!r}); evaluate a run on real latents or images."
+        )
     reference = load_reference_stats(flags.ref)
-    acc = inception_accumulator(inception_feature_fn(load_inception()), flags.num_samples)
+    inception = load_inception(getattr(flags, "inception_path", "") or None)
+    size = getattr(flags, "inception_size", 299)
+    # IS over 10 splits (ADM) needs ≥ 10 samples; fewer (quick checks) use one split each.
+    splits = min(10, flags.num_samples)
+    feature_fn = inception_feature_fn(inception, size)
+    acc = inception_accumulator(feature_fn, flags.num_samples, is_splits=splits)
     ema = config.eval.ema if flags.ema is None else flags.ema
-    step = _generate(config, flags, ema, [acc])
+    step = _generate(config, flags, ema, [_Grey2RGB(acc) if channels == 1 else acc])
     metrics = inception_metrics(acc, reference)
     out = Path(config.workdir) / f"eval_{step:08d}.json"
     out.write_text(
