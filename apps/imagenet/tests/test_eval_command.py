@@ -8,6 +8,7 @@ is that the path runs end to end and writes what it documents."""
 import json
 import types
 
+import jax
 import numpy as np
 import pytest
 from flax import nnx
@@ -17,6 +18,21 @@ from nnx_eval.inception_weights import save_inception_weights
 from nnx_imagenet import commands
 from nnx_imagenet.config_loading import load_config
 from nnx_imagenet.run import run_train
+
+
+def _random_inception() -> InceptionV3FID:
+    """The FID Inception with random He-scaled kernels and unit 1-D variables (BN scale, mean,
+    var, biases), filled from its abstract shapes (an eager random init takes ~18 s on CPU)."""
+    graphdef, state = nnx.split(nnx.eval_shape(lambda: InceptionV3FID(rngs=nnx.Rngs(0))))
+    rng = np.random.default_rng(0)
+
+    def fill(s):
+        if len(s.shape) < 2:
+            return np.ones(s.shape, np.float32)
+        fan_in = int(np.prod(s.shape[:-1]))
+        return (rng.standard_normal(s.shape) * np.sqrt(2.0 / fan_in)).astype(np.float32)
+
+    return nnx.merge(graphdef, jax.tree.map(fill, state))
 
 
 @pytest.mark.filterwarnings("ignore:Covariance of .* estimated from only:UserWarning")
@@ -29,7 +45,7 @@ def test_eval_command_writes_finite_metrics_from_a_checkpoint(tmp_path):
     assert run_train(config)["step"] == 4
 
     weights = tmp_path / "inception_random.safetensors"
-    save_inception_weights(InceptionV3FID(rngs=nnx.Rngs(0)), weights)
+    save_inception_weights(_random_inception(), weights)
     # ADM layout; a standard normal in both feature spaces. At the 75² test input the spatial
     # (mixed_6/conv, first 7 channels) features are 7·3·3 = 63-dim (2023 = 7·17·17 at 299²).
     ref = tmp_path / "ref.npz"
