@@ -15,10 +15,14 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from nnx_backbones.contract import check_time
-from nnx_backbones.dit import _check_labels, _pos_table, _run_block
+from nnx_backbones.dit import (
+    _pos_table,
+    _run_block,
+    add_label_condition,
+    check_patch_inputs,
+    time_condition,
+)
 from nnx_backbones.embeddings import LabelEmbedder, TimestepEmbedder
-from nnx_backbones.errors import ShapeError
 from nnx_backbones.layers.adaln import AdaLNBlock, FinalLayer
 from nnx_backbones.layers.patch import PatchEmbed, unpatchify
 from nnx_backbones.layers.position import rope_2d_grid
@@ -125,29 +129,12 @@ class LightningDDT(nnx.Module):
         full_output: bool = False,
     ) -> jax.Array | tuple[jax.Array, jax.Array]:
         """The backbone contract; see `DiT.__call__` (hidden blocks numbered across both stacks)."""
-        want = (*self.input_size, self.in_channels)
-        if x.ndim != 4 or tuple(x.shape[1:]) != want:
-            raise ShapeError(
-                f"LightningDDT expects x of shape [B, {want[0]}, {want[1]}, {want[2]}]; "
-                f"got {tuple(x.shape)}."
-            )
-        check_time(x, t)
-        check_time(x, r, "r")
-        if r is not None and not self.use_r:
-            raise ValueError("This LightningDDT was built with use_r=False but got r.")
+        check_patch_inputs(self, x, t, r)
         total = sum(self.depth)
         if return_hidden_at is not None and not 1 <= return_hidden_at <= total:
             raise ValueError(f"return_hidden_at={return_hidden_at} not in 1..{total}.")
-        t_emb = self.t_embedder(t)
-        if self.r_embedder is not None:
-            t_emb = t_emb + self.r_embedder(t if r is None else r)
-        c = t_emb
-        if self.y_embedder is not None:
-            if y is None:
-                y = jnp.full(t.shape, self.num_classes, jnp.int32)
-            c = c + self.y_embedder(_check_labels(y, t, self.num_classes), train=train)
-        elif y is not None:
-            raise ValueError("This LightningDDT is unconditional (num_classes=None) but got y.")
+        t_emb = time_condition(self, t, r)
+        c = add_label_condition(self, t_emb, t, y, train)
         hidden, k = None, 0
         # Trunk: a LightningDiT on the patch tokens.
         s = self._embed(self.s_embedder, x, self.hidden_size[0])

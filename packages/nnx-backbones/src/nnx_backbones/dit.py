@@ -129,17 +129,7 @@ class PatchTransformer(nnx.Module):
         return _pos_table(self.hidden_size, self.grid)
 
     def _check(self, x: jax.Array, t: jax.Array, r: jax.Array | None) -> None:
-        want = (*self.input_size, self.in_channels)
-        if x.ndim != 4 or tuple(x.shape[1:]) != want:
-            raise ShapeError(
-                f"{type(self).__name__} expects x of shape [B, {want[0]}, {want[1]}, {want[2]}] "
-                f"(channels-last); got {tuple(x.shape)}. Build the network with matching "
-                f"input_size / in_channels."
-            )
-        check_time(x, t)
-        check_time(x, r, "r")
-        if r is not None and not self.use_r:
-            raise ValueError(f"This {type(self).__name__} was built with use_r=False but got r.")
+        check_patch_inputs(self, x, t, r)
 
     def condition(
         self, t: jax.Array, r: jax.Array | None, y: jax.Array | None, train: bool
@@ -148,19 +138,7 @@ class PatchTransformer(nnx.Module):
 
         A class-conditional network given `y=None` uses the null label (unconditional).
         """
-        c = self.t_embedder(t)
-        if self.r_embedder is not None:
-            c = c + self.r_embedder(t if r is None else r)
-        if self.y_embedder is not None:
-            if y is None:
-                y = jnp.full(t.shape, self.num_classes, jnp.int32)
-            c = c + self.y_embedder(_check_labels(y, t, self.num_classes), train=train)
-        elif y is not None:
-            raise ValueError(
-                f"This {type(self).__name__} is unconditional (num_classes=None) but got y; "
-                f"build it with num_classes=K to use labels."
-            )
-        return c
+        return add_label_condition(self, time_condition(self, t, r), t, y, train)
 
     def rope(self) -> tuple[jax.Array, jax.Array] | None:
         return (
@@ -205,6 +183,45 @@ class PatchTransformer(nnx.Module):
         if self.learn_sigma and not full_output:
             out = out[..., : self.in_channels]
         return out if hidden is None else (out, hidden)
+
+
+def check_patch_inputs(net: nnx.Module, x: jax.Array, t: jax.Array, r: jax.Array | None) -> None:
+    """Validate a patch transformer's contract inputs (`input_size`, `in_channels`, `use_r`)."""
+    want = (*net.input_size, net.in_channels)
+    if x.ndim != 4 or tuple(x.shape[1:]) != want:
+        raise ShapeError(
+            f"{type(net).__name__} expects x of shape [B, {want[0]}, {want[1]}, {want[2]}] "
+            f"(channels-last); got {tuple(x.shape)}. Build the network with matching "
+            f"input_size / in_channels."
+        )
+    check_time(x, t)
+    check_time(x, r, "r")
+    if r is not None and not net.use_r:
+        raise ValueError(f"This {type(net).__name__} was built with use_r=False but got r.")
+
+
+def time_condition(net: nnx.Module, t: jax.Array, r: jax.Array | None) -> jax.Array:
+    """t-embedding [+ r-embedding] of a patch transformer, `[B, D]`."""
+    c = net.t_embedder(t)
+    if net.r_embedder is not None:
+        c = c + net.r_embedder(t if r is None else r)
+    return c
+
+
+def add_label_condition(
+    net: nnx.Module, c: jax.Array, t: jax.Array, y: jax.Array | None, train: bool
+) -> jax.Array:
+    """c [+ label embedding]; a class-conditional network given `y=None` uses the null label."""
+    if net.y_embedder is not None:
+        if y is None:
+            y = jnp.full(t.shape, net.num_classes, jnp.int32)
+        return c + net.y_embedder(_check_labels(y, t, net.num_classes), train=train)
+    if y is not None:
+        raise ValueError(
+            f"This {type(net).__name__} is unconditional (num_classes=None) but got y; "
+            f"build it with num_classes=K to use labels."
+        )
+    return c
 
 
 def _check_labels(y: jax.Array, t: jax.Array, num_classes: int) -> jax.Array:
