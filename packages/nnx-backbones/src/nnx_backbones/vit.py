@@ -15,6 +15,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from nnx_backbones.layers.fusion import fusion_boundary
+
 
 def swiglu_hidden_dim(hidden_size: int, mlp_ratio: float) -> int:
     """DINOv2's SwiGLU width: ⌊(⌊D·r⌋·2/3)⌋ rounded up to a multiple of 8 (4096 for ViT-g)."""
@@ -122,7 +124,8 @@ class ViTLayer(nnx.Module):
         self.layer_scale2 = LayerScale(dim, layer_scale) if has_scale else None
 
     def __call__(self, x: jax.Array) -> jax.Array:
+        x = fusion_boundary(x)  # an exact identity: see nnx_backbones.layers.fusion
         h = self.attention(self.norm1(x))
-        x = x + (self.layer_scale1(h) if self.layer_scale1 is not None else h)
+        x = fusion_boundary(x + (self.layer_scale1(h) if self.layer_scale1 is not None else h))
         h = self.mlp(self.norm2(x))
         return x + (self.layer_scale2(h) if self.layer_scale2 is not None else h)

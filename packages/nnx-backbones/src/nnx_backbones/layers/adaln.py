@@ -7,7 +7,9 @@ Block, with a condition c already passed through SiLU (per example `[B, Dc]` or 
     x ← x + gate₂ · MLP(modulate(Norm(x), shift₂, scale₂))
 with modulate(x, shift, scale) = x · (1 + scale) + shift. Without shift (LightningDiT's
 `wo_shift`) the Linear has 4 chunks (scale₁, gate₁, scale₂, gate₂). The modulation Linear is
-zero-initialised (adaLN-Zero), so every block starts as the identity.
+zero-initialised (adaLN-Zero), so every block starts as the identity. The residual stream
+passes a `fusion_boundary` (an exact identity) before each addition, so XLA:CPU computes it
+once per block instead of once per consumer.
 """
 
 import jax
@@ -16,6 +18,7 @@ from flax import nnx
 
 from nnx_backbones.layers.attention import Attention
 from nnx_backbones.layers.feedforward import GeluMLP, SwiGLU, swiglu_hidden
+from nnx_backbones.layers.fusion import fusion_boundary
 from nnx_backbones.layers.norms import RMSNorm, layer_norm
 
 
@@ -101,7 +104,9 @@ class AdaLNBlock(nnx.Module):
             shift1, scale1, gate1, shift2, scale2, gate2 = mod
         if gate1.ndim == 2:
             gate1, gate2 = gate1[:, None], gate2[:, None]
+        x = fusion_boundary(x)
         x = x + gate1 * self.attn(modulate(self.norm1(x), shift1, scale1), rope)
+        x = fusion_boundary(x)
         return x + gate2 * self.mlp(modulate(self.norm2(x), shift2, scale2))
 
 
