@@ -9,17 +9,32 @@ roofline, both measured in the same run.
   `jax.jit` with the parameters and optimizer state donated. FLOPs per step come from
   `compiled.cost_analysis()["flops"]` (XLA's count for the whole step); achieved FLOP/s =
   FLOPs / median step time; `roofline_ratio` = achieved / matmul FLOP/s.
-- DiT-S/2 always; DiT-B/2 too without --quick. Variants of the attention call are timed in the
-  same run (`variants`), to show what the attention path costs on this machine.
+- DiT-S/2 always; DiT-B/2 too without --quick.
+- `ablation`: DiT-S/2 again with each CPU fix of nnx-backbones switched off, timed in the same
+  run, so before/after is a ratio on one machine: `fusion_boundary` off (the residual stream
+  passes through unchanged, as before the fix; `nnx_backbones.layers.fusion`) and the attention
+  path (`"folded"`, this package's CPU default, or `"xla"`, `jax.nn.dot_product_attention`'s).
+  "Before" is boundary off + xla attention; "after" is the default.
 
 The machine's 1-minute load average is recorded: on a shared machine both numbers are noisy,
 but their ratio is taken within one run. Writes bench/results/train_step.json.
+
+On an accelerator (GPU/TPU), `--accelerator` times DiT-B/2 and DiT-XL/2 in bfloat16 (parameters
+float32) and writes bench/results/train_step_accelerator.json with MFU = model FLOP/s ÷ the
+device's dense bf16 peak (`--peak-tflops`, or the datasheet value for a known device kind), next
+to the ratio to a measured bf16 8192² matmul:
+
+    uv run --frozen --no-sync python bench/train_step.py --accelerator --batch 256
+
+The model FLOPs are XLA's count for the same step traced with `attn_implementation="xla"`
+(lowered, not run), because fused attention kernels (cuDNN) are custom calls XLA cannot count.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import importlib.metadata
 import json
 import os
 import pathlib
@@ -33,14 +48,25 @@ import optax
 from flax import nnx
 
 from nnx_backbones.dit import DiT
+from nnx_backbones.layers import adaln
 
 RESULTS = pathlib.Path(__file__).parent / "results" / "train_step.json"
 
 
-def matmul_flops_per_s(n: int, repeats: int) -> float:
-    """Dense f32 matmul FLOP/s: 2n³ / best time of `repeats` jitted n×n @ n×n products."""
-    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
-    b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
+# Dense bf16 peak FLOP/s from the datasheets (SXM parts, without sparsity), by device_kind.
+PEAK_BF16_TFLOPS = {
+    "NVIDIA H100 80GB HBM3": 989.4,
+    "NVIDIA H200": 989.4,
+    "NVIDIA A100-SXM4-80GB": 312.0,
+}
+
+RESULTS_ACCELERATOR = RESULTS.with_name("train_step_accelerator.json")
+
+
+def matmul_flops_per_s(n: int, repeats: int, dtype=jnp.float32) -> float:
+    """Dense matmul FLOP/s: 2n³ / best time of `repeats` jitted n×n @ n×n products."""
+    a = jax.random.normal(jax.random.key(0), (n, n), dtype)
+    b = jax.random.normal(jax.random.key(1), (n, n), dtype)
     dot = jax.jit(jnp.dot)
     dot(a, b).block_until_ready()
     best = float("inf")
@@ -78,11 +104,38 @@ def make_step(model: DiT, lr: float = 1e-4):
     return jax.jit(step, donate_argnums=(0, 1, 2)), (params, opt_state, rest)
 
 
-def time_train_step(name: str, batch: int, steps: int, **model_kw) -> dict:
-    """Compile once, run `steps` timed steps after one warm-up; median images/s and FLOP/s."""
-    model = DiT.from_preset(
+def time_train_step(
+    name: str, batch: int, steps: int, *, fusion_boundary: bool = True, **model_kw
+) -> dict:
+    """Compile once, run `steps` timed steps after one warm-up; median images/s and FLOP/s.
+
+    `fusion_boundary=False` traces the blocks with the residual boundary replaced by the
+    identity (the code as it was before that fix), for the ablation.
+    """
+    boundary = adaln.fusion_boundary
+    if not fusion_boundary:
+        adaln.fusion_boundary = lambda x: x
+    try:
+        return _time_train_step(name, batch, steps, **model_kw)
+    finally:
+        adaln.fusion_boundary = boundary
+
+
+def _dit(name: str, **model_kw) -> DiT:
+    return DiT.from_preset(
         name, input_size=32, in_channels=4, num_classes=1000, rngs=nnx.Rngs(0), **model_kw
     )
+
+
+def _flops(compiled_or_lowered) -> float:
+    cost = compiled_or_lowered.cost_analysis()
+    return float((cost[0] if isinstance(cost, list) else cost)["flops"])
+
+
+def _time_train_step(
+    name: str, batch: int, steps: int, *, count_flops_with_xla_attention: bool = False, **model_kw
+) -> dict:
+    model = _dit(name, **model_kw)
     n_params = sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
     step, state = make_step(model)
     x = jax.random.normal(jax.random.key(2), (batch, 32, 32, 4))
@@ -91,9 +144,12 @@ def time_train_step(name: str, batch: int, steps: int, **model_kw) -> dict:
     t0 = time.perf_counter()
     compiled = step.lower(*state, x, y, key).compile()
     compile_s = time.perf_counter() - t0
-    cost = compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, list) else cost
-    flops = float(cost["flops"])
+    if count_flops_with_xla_attention:
+        counting_kw = {**model_kw, "attn_implementation": "xla"}
+        counting_step, counting_state = make_step(nnx.eval_shape(lambda: _dit(name, **counting_kw)))
+        flops = _flops(counting_step.lower(*counting_state, x, y, key))
+    else:
+        flops = _flops(compiled)
     state = (*compiled(*state, x, y, key)[:3],)
     times = []
     for i in range(steps):
@@ -123,20 +179,21 @@ def main(quick: bool = False) -> dict:
     roof_before = matmul_flops_per_s(n, repeats=5)
     batch, steps = (8, 3) if quick else (32, 5)
     runs = [time_train_step("S/2", batch, steps)]
-    variants = []
     if not quick:
         runs.append(time_train_step("B/2", batch, steps))
-    # Attention path variant timed in the same run: XLA's attention vs the default choice.
-    variants.append(
-        dict(
-            attn_implementation="xla",
-            **time_train_step("S/2", batch, steps, attn_implementation="xla"),
+    ablation = [dict(fusion_boundary="on", attention="folded (default)", **runs[0])]
+    for boundary, attention in ((True, "xla"), (False, "xla")):
+        r = time_train_step(
+            "S/2", batch, steps, fusion_boundary=boundary, attn_implementation=attention
         )
-    )
+        ablation.append(dict(fusion_boundary="on" if boundary else "off", attention=attention, **r))
     roof_after = matmul_flops_per_s(n, repeats=5)
     roof = max(roof_before, roof_after)
-    for r in (*runs, *variants):
+    for r in (*runs, *ablation):
         r["roofline_ratio"] = r["flops_per_s"] / roof
+    before = ablation[-1]["step_s_median"]
+    for r in ablation:
+        r["speedup_vs_before"] = before / r["step_s_median"]
     result = dict(
         benchmark="train_step",
         quick=quick,
@@ -150,21 +207,78 @@ def main(quick: bool = False) -> dict:
         matmul_flops_per_s=roof,
         matmul_flops_per_s_before_after=[roof_before, roof_after],
         runs=runs,
-        variants=variants,
+        ablation=ablation,
     )
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
     return result
 
 
+def main_accelerator(
+    models: list[str], batch: int, steps: int, dtype: str, remat: bool, peak_tflops: float | None
+) -> dict:
+    """DiT presets in `dtype` on the default (accelerator) device: images/s, FLOP/s and MFU."""
+    device = jax.devices()[0]
+    peak = 1e12 * (peak_tflops or PEAK_BF16_TFLOPS.get(device.device_kind, float("nan")))
+    matmul = matmul_flops_per_s(8192, repeats=10, dtype=jnp.bfloat16)
+    runs = []
+    for name in models:
+        r = _time_train_step(
+            name,
+            batch,
+            steps,
+            count_flops_with_xla_attention=True,
+            dtype=jnp.dtype(dtype),
+            remat=remat,
+        )
+        r.update(dtype=dtype, remat=remat, mfu=r["flops_per_s"] / peak)
+        r["matmul_ratio"] = r["flops_per_s"] / matmul
+        runs.append(r)
+    result = dict(
+        benchmark="train_step_accelerator",
+        device=device.device_kind,
+        platform=device.platform,
+        jax_version=jax.__version__,
+        jaxlib_version=importlib.metadata.version("jaxlib"),
+        date=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        peak_bf16_flops_per_s=peak,
+        matmul_bf16_8192_flops_per_s=matmul,
+        runs=runs,
+    )
+    RESULTS_ACCELERATOR.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS_ACCELERATOR.write_text(json.dumps(result, indent=2) + "\n")
+    for r in runs:
+        print(
+            f"{r['model']:10s} {dtype} batch {batch}: {r['images_per_s']:8.1f} img/s, "
+            f"{r['flops_per_s'] / 1e12:7.1f} TFLOP/s, MFU {100 * r['mfu']:5.1f}%, "
+            f"{100 * r['matmul_ratio']:5.1f}% of a bf16 8192² matmul ({matmul / 1e12:.0f} TFLOP/s)"
+        )
+    return result
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="DiT-S/2 only, batch 8, 3 steps")
+    parser.add_argument(
+        "--accelerator", action="store_true", help="bf16 DiT-B/2 and XL/2 MFU on the device"
+    )
+    parser.add_argument("--models", default="B/2,XL/2", help="with --accelerator")
+    parser.add_argument("--batch", type=int, default=256, help="with --accelerator")
+    parser.add_argument("--steps", type=int, default=10, help="with --accelerator")
+    parser.add_argument("--dtype", default="bfloat16", help="with --accelerator")
+    parser.add_argument("--remat", action="store_true", help="with --accelerator")
+    parser.add_argument("--peak-tflops", type=float, default=None, help="with --accelerator")
     args = parser.parse_args()
+    if args.accelerator:
+        main_accelerator(
+            args.models.split(","), args.batch, args.steps, args.dtype, args.remat, args.peak_tflops
+        )
+        raise SystemExit(0)
     out = main(quick=args.quick)
-    for r in (*out["runs"], *out["variants"]):
+    for r in (*out["runs"], *out["ablation"]):
         print(
-            f"{r['model']:10s} batch {r['batch']:3d}: {r['images_per_s']:8.2f} img/s, "
+            f"{r['model']:10s} {r.get('fusion_boundary', ''):3s} {r.get('attention', ''):16s} "
+            f"batch {r['batch']:3d}: {r['images_per_s']:8.2f} img/s, "
             f"{r['flops_per_s'] / 1e9:7.2f} GFLOP/s = {100 * r['roofline_ratio']:5.1f}% of "
             f"matmul {out['matmul_flops_per_s'] / 1e9:.1f} GFLOP/s"
         )

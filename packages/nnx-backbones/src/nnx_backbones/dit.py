@@ -258,7 +258,8 @@ class DiT(PatchTransformer):
       learn_sigma: predict 2·C channels (needed for the public checkpoints).
       use_r: embed a second time `r` with its own TimestepEmbedder.
       remat: recompute each block in the backward pass (`nnx.remat`).
-      attn_implementation: passed to `jax.nn.dot_product_attention` (None = best available).
+      attn_implementation: None (best for the backend), "folded", "xla" or "cudnn"
+        (`nnx_backbones.layers.attention`).
       dtype: compute dtype (e.g. bf16); param_dtype: parameter dtype (f32).
     """
 

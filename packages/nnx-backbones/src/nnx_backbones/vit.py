@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from nnx_backbones.layers.attention import folded_attention
 from nnx_backbones.layers.fusion import fusion_boundary
 
 
@@ -27,11 +28,8 @@ def swiglu_hidden_dim(hidden_size: int, mlp_ratio: float) -> int:
 def multi_head_attention(q: jax.Array, k: jax.Array, v: jax.Array, num_heads: int) -> jax.Array:
     """Softmax attention. q, k, v: `[B, T, D]` → `[B, T, D]`, heads split along D."""
     b, t, d = q.shape
-    dh = d // num_heads
-    q, k, v = (a.reshape(b, -1, num_heads, dh) for a in (q, k, v))
-    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) / jnp.sqrt(dh).astype(q.dtype)
-    w = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(v.dtype)
-    return jnp.einsum("bhqk,bkhd->bqhd", w, v).reshape(b, t, d)
+    q, k, v = (a.reshape(b, -1, num_heads, d // num_heads) for a in (q, k, v))
+    return folded_attention(q, k, v).reshape(b, t, d)
 
 
 class _QKV(nnx.Module):
