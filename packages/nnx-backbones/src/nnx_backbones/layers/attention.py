@@ -37,8 +37,9 @@ def folded_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
 
 def _softmax(logits: jax.Array) -> jax.Array:
     """exp(s − max s) / Σ exp(s − max s) over the last axis, differentiated as written (the max
-    is a constant shift, so its gradient is dropped). On XLA:CPU this backward pass is ~10% faster
-    than `jax.nn.softmax`'s, which materialises a full-size broadcast."""
+    is a constant shift, so its gradient is dropped). Plain JAX, so jvp works; in a CPU
+    micro-benchmark (batch 32, DiT-S heads) attention forward + backward ran ~10% faster than
+    with `jax.nn.softmax`."""
     e = jnp.exp(logits - jax.lax.stop_gradient(logits.max(axis=-1, keepdims=True)))
     return e / e.sum(axis=-1, keepdims=True)
 
