@@ -9,11 +9,11 @@ elementwise work: for a DiT-S/2 train step it was two thirds of the step time (b
 `jax.lax.optimization_barrier` does not help; XLA:CPU expands it away before fusion.
 
 XLA never duplicates an op it classes as expensive, and a floating-point divide is one. So
-`fusion_boundary(x) = x / one` with `one` exactly 1.0, computed at run time so that it cannot be
-constant-folded: the forward value, its tangent (t / one) and its cotangent (g / one) are each
-materialised once. It is exact (IEEE x / 1 = x, inf, nan and −0 included; subnormals are flushed
-to zero, as XLA:CPU does in every arithmetic op, the residual addition itself included) and plain
-JAX, so jvp, vjp and their compositions all work.
+`fusion_boundary(x) = x / one` with `one` exactly 1.0, computed at run time from x itself so
+that it cannot be constant-folded: the forward value, its tangent (t / one) and its cotangent
+(g / one) are each materialised once. It is exact (IEEE x / 1 = x, inf, nan and −0 included;
+subnormals are flushed to zero, as XLA:CPU does in every arithmetic op, the residual addition
+itself included) and plain JAX, so jvp, vjp and their compositions all work.
 
 On other backends it returns x unchanged: no op is emitted.
 """
@@ -23,11 +23,12 @@ import jax.numpy as jnp
 
 
 def _runtime_one(x: jax.Array) -> jax.Array:
-    """Exactly 1.0 in x's dtype, computed from one element of x so XLA cannot fold it away.
+    """Exactly 1.0 for every element of x (x's shape and dtype), computed from x so that XLA
+    cannot fold it away: `f + (1 − f)` with f = isfinite(x) ∈ {0, 1}, whatever x is.
 
-    `f + (1 − f)` with f = isfinite(x₀) ∈ {0, 1} is 1 whatever x₀ is (inf or nan included).
+    Elementwise, so a sharded x needs no communication.
     """
-    finite = jnp.isfinite(x.reshape(-1)[0]).astype(x.dtype)
+    finite = jnp.isfinite(x).astype(x.dtype)
     return jax.lax.stop_gradient(finite + (1 - finite))
 
 
