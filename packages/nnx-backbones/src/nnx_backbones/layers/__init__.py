@@ -2,9 +2,10 @@
 
 One concept per file: `patch` (patchify / patch embedding), `position` (2-D sin-cos table, 2-D
 RoPE), `norms` (LayerNorm without affine, RMSNorm), `feedforward` (GELU MLP, SwiGLU),
-`attention` (multi-head attention via `jax.nn.dot_product_attention`), `adaln` (modulate, the
-adaLN transformer block, the final layer), `fusion` (an exact identity that stops XLA:CPU
-recomputing the residual stream in every consumer).
+`attention` (multi-head attention: heads folded into the batch on CPU,
+`jax.nn.dot_product_attention` elsewhere), `adaln` (modulate, the adaLN transformer block, the
+final layer), `fusion` (an exact identity that stops XLA:CPU recomputing the residual stream in
+every consumer).
 """
 
 from nnx_backbones.layers.adaln import AdaLNBlock, FinalLayer, modulate
