@@ -235,22 +235,6 @@ def test_bicubic_weights_closed_form():
     np.testing.assert_allclose(row, [w(1.75) + w(0.75) + w(0.25), w(1.25)], atol=1e-12)
 
 
-def test_bicubic_matches_torch():
-    torch = pytest.importorskip("torch")
-    v = np.random.default_rng(0).standard_normal((37, 37))
-    for aa in (False, True):
-        for n in (16, 23, 37, 64):
-            ref = torch.nn.functional.interpolate(
-                torch.tensor(v)[None, None], size=(n, n), mode="bicubic", align_corners=False,
-                antialias=aa,
-            )[0, 0].numpy()  # fmt: skip
-            m = bicubic_matrix(37, n, antialias=aa)
-            np.testing.assert_allclose(m @ v @ m.T, ref, atol=1e-10)
-            np.testing.assert_allclose(
-                ref_resize_1d(ref_resize_1d(v, n, aa).T, n, aa).T, ref, atol=1e-10
-            )
-
-
 def test_full_size_shapes_and_parameter_counts():
     model = nnx.eval_shape(lambda: DINOv2(dinov2_config("b", registers=True), rngs=nnx.Rngs(0)))
     x = jax.ShapeDtypeStruct((2, 224, 224, 3), jnp.float32)

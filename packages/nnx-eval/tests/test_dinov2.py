@@ -1,12 +1,20 @@
 """FD-DINOv2 plumbing with a tiny random DINOv2 (the real ViT-L/14 is tested in nnx-backbones)."""
 
+from dataclasses import replace
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from nnx_backbones.dinov2 import DINOv2, DINOv2Config
-from nnx_eval.dinov2 import dinov2_accumulator, dinov2_feature_fn, preprocess_for_dinov2
+from nnx_backbones.dinov2 import DINOv2, DINOv2Config, dinov2_config
+from nnx_eval.dinov2 import (
+    FD_DINOV2_INTERPOLATION,
+    dinov2_accumulator,
+    dinov2_feature_fn,
+    preprocess_for_dinov2,
+)
 from nnx_eval.fid import fid_from_stats
 
 
@@ -41,3 +49,27 @@ def test_resize_is_antialiased_bicubic_in_0_255():
     images[0, ::2] = 0  # 1-pixel stripes: antialiased 2× shrink averages them, 100 ± ε
     out = np.asarray(preprocess_for_dinov2(jnp.asarray(images), 28))
     assert out.shape == (1, 28, 28, 3) and abs(out[0, 10:18, 10:18].mean() - 100.0) < 1.0
+
+
+FD_FIXTURES = Path(__file__).parent / "fixtures" / "fd_dinov2"
+
+
+def test_matches_edm2_detector_around_the_hub_dinov2():
+    """Golden fixture (tools/fixtures/gen_dinov2.py): EDM2's `DINOv2Detector` ("torch" resize)
+    around a width-16 hub ViT with the 37×37 grid, on 64² (upsampled) and 128×96 (shrunk)
+    uint8 images; our loader path is the hub layout + `interpolation="original"`."""
+    from nnx_backbones.convert.dinov2 import load_dinov2
+    from nnx_backbones.convert.sd_vae import materialize
+    from nnx_backbones.weights.io import read_state_dict
+
+    cfg = dinov2_config("s", interpolation=FD_DINOV2_INTERPOLATION)
+    cfg = replace(cfg, hidden_size=16, depth=1, num_heads=2)
+    model = nnx.eval_shape(lambda: DINOv2(cfg, rngs=nnx.Rngs(0)))
+    materialize(model)
+    load_dinov2(model, read_state_dict(FD_FIXTURES / "hub.safetensors"))
+    io = np.load(FD_FIXTURES / "io.npz")
+    features = dinov2_feature_fn(model)
+    for tag in ("up", "down"):
+        want = io[f"{tag}_features"]
+        got = features(io[f"{tag}_images"])["dinov2"]
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())

@@ -8,15 +8,27 @@ Forward pass (Oquab et al. 2023; registers: Darcet et al. 2024):
     z ← [z_cls, reg₁..reg_R, z_patches]             registers carry no position embedding
     z ← Layer_L ∘ … ∘ Layer_1(z);  out = LN(z)
 
-`interp` is PyTorch's bicubic resize of the position grid as HF does it (align_corners=False,
-a = −0.75; the with-registers model uses the antialiased Pillow-style filter, a = −0.5), skipped
-when the grid already matches and is square. Images come in channels-last in [−1, 1] (the
-project convention) unless `input_range=(0, 1)` is passed.
+`interp` is PyTorch's bicubic resize of the M×M position grid (align_corners=False, a = −0.75;
+the with-registers models use the antialiased Pillow-style filter, a = −0.5), skipped when the
+grid already matches and is square. Two conventions, chosen by `DINOv2Config.interpolate_offset`:
+
+    "hf"        interpolate(size=(h, w))                      HF transformers (offset 0)
+    "original"  interpolate(scale_factor=((h + 0.1)/M, (w + 0.1)/M))   facebookresearch/dinov2
+                                                               hub models without registers
+
+With a scale factor PyTorch samples the source at (i + ½)·M/(h + 0.1) − ½ rather than
+(i + ½)·M/h − ½, so the two differ everywhere (6% of the token norm at 224², random weights).
+The hub models with registers use offset 0 and antialias, i.e. the same numbers as HF. EDM2's
+FD-DINOv2 runs the hub `dinov2_vitl14`, hence `dinov2_config("l", interpolation="original")`.
+Images come in channels-last in [−1, 1] (the project convention) unless `input_range=(0, 1)`
+is passed.
 
 Param names mirror the HF checkpoint (`embeddings.cls_token`, `encoder.layer.N.mlp.fc1`, ...);
-`nnx_backbones.convert.dinov2` reads and writes that layout.
+`nnx_backbones.convert.dinov2` reads and writes that layout and also reads the hub `.pth`
+layout (`blocks.N.attn.qkv`, `ls1.gamma`, ...) and transformers' in-memory names (`q_proj`).
 """
 
+import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -46,6 +58,7 @@ class DINOv2Config:
     num_registers: int = 0
     layer_norm_eps: float = 1e-6
     antialias_pos_interp: bool | None = None  # None: True iff num_registers > 0 (as HF)
+    interpolate_offset: float = 0.0  # 0: resize to (h, w) (HF); 0.1: the hub models' scale factor
 
     @property
     def antialias(self) -> bool:
@@ -62,11 +75,25 @@ _SIZES = {
 }
 
 
-def dinov2_config(size: str, *, registers: bool = False) -> DINOv2Config:
-    """Released configs: `size` in {"s", "b", "l", "g"}; `registers` adds 4 register tokens."""
+INTERPOLATIONS = ("hf", "original")
+
+
+def dinov2_config(size: str, *, registers: bool = False, interpolation: str = "hf") -> DINOv2Config:
+    """Released configs: `size` in {"s", "b", "l", "g"}; `registers` adds 4 register tokens.
+
+    `interpolation="hf"` resizes position embeddings as HF transformers does, `"original"` as
+    the facebookresearch/dinov2 hub models (offset 0.1 without registers; see module docstring).
+    """
     if size not in _SIZES:
         raise ValueError(f"DINOv2 size must be one of {sorted(_SIZES)}; got {size!r}.")
-    return DINOv2Config(**_SIZES[size], num_registers=4 if registers else 0)
+    if interpolation not in INTERPOLATIONS:
+        raise ValueError(
+            f"DINOv2 interpolation must be one of {INTERPOLATIONS}; got {interpolation!r}."
+        )
+    offset = 0.1 if interpolation == "original" and not registers else 0.0
+    return DINOv2Config(
+        **_SIZES[size], num_registers=4 if registers else 0, interpolate_offset=offset
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -80,11 +107,16 @@ def _cubic(x: np.ndarray, a: float) -> np.ndarray:
     return np.where(x <= 1, near, np.where(x < 2, far, 0.0))
 
 
-def bicubic_matrix(n_in: int, n_out: int, *, antialias: bool) -> np.ndarray:
+def bicubic_matrix(
+    n_in: int, n_out: int, *, antialias: bool, scale: float | None = None
+) -> np.ndarray:
     """`[n_out, n_in]` matrix M with `resize(v) = M @ v`, matching `torch.nn.functional.
     interpolate(mode="bicubic", align_corners=False, size=n_out, antialias=antialias)` in 1-D.
+
+    `scale` is the source step per output pixel; PyTorch uses n_in / n_out when given a size
+    and 1 / scale_factor when given a scale factor (the default here is the former).
     """
-    scale = n_in / n_out
+    scale = n_in / n_out if scale is None else scale
     m = np.zeros((n_out, n_in), np.float64)
     if not antialias:  # OpenCV-style: a = −0.75, replicate the border
         for i in range(n_out):
@@ -108,11 +140,28 @@ def bicubic_matrix(n_in: int, n_out: int, *, antialias: bool) -> np.ndarray:
     return m
 
 
-def resize_position_grid(grid: jax.Array, size: tuple[int, int], *, antialias: bool) -> jax.Array:
-    """Bicubic resize of a `[h, w, D]` position grid to `[size[0], size[1], D]` (see above)."""
+def resize_position_grid(
+    grid: jax.Array, size: tuple[int, int], *, antialias: bool, offset: float = 0.0
+) -> jax.Array:
+    """Bicubic resize of a `[h, w, D]` position grid to `[size[0], size[1], D]` (see above).
+
+    `offset > 0` resizes as `interpolate(scale_factor=((size[0] + offset) / h, ...))`, the
+    facebookresearch/dinov2 convention; 0 as `interpolate(size=size)` (HF).
+    """
     h, w, _ = grid.shape
-    mh = jnp.asarray(bicubic_matrix(h, size[0], antialias=antialias), jnp.float32)
-    mw = jnp.asarray(bicubic_matrix(w, size[1], antialias=antialias), jnp.float32)
+    scales = [None, None]
+    if offset:
+        for axis, (n_in, n_out) in enumerate(((h, size[0]), (w, size[1]))):
+            factor = float(n_out + offset) / n_in
+            if math.floor(n_in * factor) != n_out:  # what PyTorch's output size would be
+                raise ShapeError(
+                    f"interpolate_offset={offset} gives a {math.floor(n_in * factor)}-long axis "
+                    f"instead of {n_out}; use an offset in [0, 1)."
+                )
+            scales[axis] = 1.0 / factor
+    mh = bicubic_matrix(h, size[0], antialias=antialias, scale=scales[0])
+    mw = bicubic_matrix(w, size[1], antialias=antialias, scale=scales[1])
+    mh, mw = jnp.asarray(mh, jnp.float32), jnp.asarray(mw, jnp.float32)
     out = jnp.einsum("ih,hwd->iwd", mh, grid.astype(jnp.float32))
     return jnp.einsum("jw,iwd->ijd", mw, out).astype(grid.dtype)
 
@@ -193,14 +242,16 @@ class DINOv2(nnx.Module):
         return (x01 - jnp.asarray(IMAGENET_MEAN)) / jnp.asarray(IMAGENET_STD)
 
     def position_embeddings(self, h: int, w: int) -> jax.Array:
-        """`[1, 1 + h·w, D]` position embeddings for an h×w patch grid (HF's interpolation)."""
+        """`[1, 1 + h·w, D]` position embeddings for an h×w patch grid (see module docstring)."""
         pos = self.embeddings.position_embeddings[...]
         n = pos.shape[1] - 1
         if h * w == n and h == w:
             return pos
         side = round(n**0.5)
         grid = pos[0, 1:].reshape(side, side, -1)
-        grid = resize_position_grid(grid, (h, w), antialias=self.config.antialias)
+        grid = resize_position_grid(
+            grid, (h, w), antialias=self.config.antialias, offset=self.config.interpolate_offset
+        )
         return jnp.concatenate([pos[:, :1], grid.reshape(1, h * w, -1)], axis=1)
 
     def __call__(
