@@ -253,23 +253,6 @@ def test_forward_matches_numpy_reference(tiny, tiny_out):
     np.testing.assert_allclose(np.asarray(recon), ref_recon, rtol=1e-4, atol=1e-4)
 
 
-def test_numpy_reference_primitives_match_torch(tiny):
-    torch = pytest.importorskip("torch")
-    F = torch.nn.functional
-    _, sd = tiny
-    rng = np.random.default_rng(2)
-    x = rng.standard_normal((2, 6, 6, 8))
-    t = torch.tensor(x).permute(0, 3, 1, 2)
-    name = "encoder.down_blocks.0.downsamplers.0.conv"
-    w, b = (torch.tensor(sd[f"{name}.{p}"]).double() for p in ("weight", "bias"))
-    ref = F.conv2d(F.pad(t, (0, 1, 0, 1)), w, b, stride=2).permute(0, 2, 3, 1).numpy()
-    np.testing.assert_allclose(np_conv(x, sd, name, 2, ((0, 1), (0, 1))), ref, atol=1e-10)
-    name = "encoder.down_blocks.0.resnets.0.norm1"
-    g, bb = (torch.tensor(sd[f"{name}.{p}"]).double() for p in ("weight", "bias"))
-    ref = F.group_norm(t, 4, g, bb, eps=1e-6).permute(0, 2, 3, 1).numpy()
-    np.testing.assert_allclose(np_group_norm(x, sd, name, 4), ref, atol=1e-10)
-
-
 def test_full_size_shapes_256_to_32x32x4():
     model = nnx.eval_shape(lambda: AutoencoderKL(rngs=nnx.Rngs(0)))
     x = jax.ShapeDtypeStruct((1, 256, 256, 3), jnp.float32)

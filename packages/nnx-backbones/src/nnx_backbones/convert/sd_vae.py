@@ -1,4 +1,4 @@
-"""Import/export SD-VAE weights in the diffusers `AutoencoderKL` safetensors layout.
+"""Import/export SD-VAE weights: the diffusers `AutoencoderKL` layout, and the CompVis file.
 
 The NNX attribute tree of `AutoencoderKL` mirrors the diffusers keys, so the mapping is
 mechanical: `encoder.down_blocks.0.resnets.1.norm1.scale` ↔ `...norm1.weight`, conv kernels
@@ -6,9 +6,27 @@ mechanical: `encoder.down_blocks.0.resnets.1.norm1.scale` ↔ `...norm1.weight`,
 older diffusers name the mid-block attention `query/key/value/proj_attn` (sometimes as 1×1 conv
 weights); they are renamed to `to_q/to_k/to_v/to_out.0` before assignment. Export always writes
 the current names.
+
+The original CompVis/ldm single file (`vae-ft-mse-840000-ema-pruned.ckpt` / `.safetensors`, or
+the `first_stage_model.` part of a full SD checkpoint) is read too (`compvis_to_diffusers`):
+
+    {encoder,decoder}.norm_out      → conv_norm_out
+    encoder.down.i.block.j          → encoder.down_blocks.i.resnets.j
+    encoder.down.i.downsample       → encoder.down_blocks.i.downsamplers.0
+    decoder.up.i.block.j            → decoder.up_blocks.(n−1−i).resnets.j
+    decoder.up.i.upsample           → decoder.up_blocks.(n−1−i).upsamplers.0
+    *.mid.block_1, block_2          → mid_block.resnets.0, 1
+    *.mid.attn_1.{norm,q,k,v,proj_out}
+                                    → mid_block.attentions.0.{group_norm,to_q,to_k,to_v,to_out.0}
+                                      (1×1 conv weights [O, I, 1, 1] squeezed to [O, I])
+    nin_shortcut                    → conv_shortcut
+
+ldm numbers decoder levels from the lowest resolution up, diffusers in execution order, hence
+n−1−i. Keys under `loss.` (the training discriminator/LPIPS of an ldm checkpoint) are dropped.
 """
 
 import os
+import re
 from collections.abc import Mapping
 
 import jax
@@ -63,8 +81,68 @@ def normalize_keys(tensors: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     return out
 
 
+_COMPVIS = re.compile(r"^(encoder|decoder)\.(down|up|mid)\.")
+_COMPVIS_ATTENTION = {
+    "norm": "group_norm",
+    "q": "to_q",
+    "k": "to_k",
+    "v": "to_v",
+    "proj_out": "to_out.0",
+}
+
+
+def is_compvis(tensors: Mapping[str, np.ndarray]) -> bool:
+    """True for the CompVis/ldm key layout (with or without `first_stage_model.`)."""
+    return any(_COMPVIS.match(k.removeprefix("first_stage_model.")) for k in tensors)
+
+
+def compvis_to_diffusers(tensors: Mapping[str, np.ndarray], levels: int) -> dict[str, np.ndarray]:
+    """CompVis/ldm AutoencoderKL keys → diffusers keys (see module docstring).
+
+    `levels` is the number of resolution levels (`len(VAEConfig.block_out_channels)`); unknown
+    keys are passed through so that the strict assignment names them.
+    """
+    if any(k.startswith("first_stage_model.") for k in tensors):  # a full SD checkpoint
+        tensors = {
+            k.removeprefix("first_stage_model."): v
+            for k, v in tensors.items()
+            if k.startswith("first_stage_model.")
+        }
+    out: dict[str, np.ndarray] = {}
+    for key, value in tensors.items():
+        if key.startswith("loss."):
+            continue
+        new = key.replace(".norm_out.", ".conv_norm_out.").replace(
+            ".nin_shortcut.", ".conv_shortcut."
+        )
+        new = re.sub(r"\.down\.(\d+)\.block\.", r".down_blocks.\1.resnets.", new)
+        new = re.sub(r"\.down\.(\d+)\.downsample\.", r".down_blocks.\1.downsamplers.0.", new)
+        new = re.sub(
+            r"\.up\.(\d+)\.(block|upsample)\.",
+            lambda m: (
+                f".up_blocks.{levels - 1 - int(m[1])}."
+                + ("resnets." if m[2] == "block" else "upsamplers.0.")
+            ),
+            new,
+        )
+        new = new.replace(".mid.block_1.", ".mid_block.resnets.0.")
+        new = new.replace(".mid.block_2.", ".mid_block.resnets.1.")
+        m = re.match(r"^(encoder|decoder)\.mid\.attn_1\.(\w+)\.(weight|bias)$", new)
+        if m and m[2] in _COMPVIS_ATTENTION:
+            new = f"{m[1]}.mid_block.attentions.0.{_COMPVIS_ATTENTION[m[2]]}.{m[3]}"
+            if value.ndim == 4:  # 1×1 conv [O, I, 1, 1] → linear [O, I]
+                value = value[:, :, 0, 0]
+        out[new] = value
+    return out
+
+
 def load_sd_vae(model: AutoencoderKL, tensors: Mapping[str, np.ndarray], source: str = "") -> None:
-    """Assign a diffusers-layout state dict into `model` in place (strict: all keys, all params)."""
+    """Assign an SD-VAE state dict into `model` in place (strict: all keys, all params).
+
+    Reads the diffusers layout (current or legacy attention names) and the CompVis/ldm layout.
+    """
+    if is_compvis(tensors):
+        tensors = compvis_to_diffusers(tensors, len(model.config.block_out_channels))
     assign_state(
         model, normalize_keys(tensors), mirror_mapping(model), source=source or "SD-VAE checkpoint"
     )
@@ -88,7 +166,8 @@ def pretrained_sd_vae(
     """SD kl-f8 VAE with released weights (`"sd-vae-ft-ema"` or `"sd-vae-ft-mse"`).
 
     The file comes from `weights.registry.fetch` (verified cache, or `path=` for a pre-staged
-    copy); a missing file raises `WeightsNotFoundError`, never random weights.
+    copy, e.g. the CompVis `vae-ft-mse-840000-ema-pruned.safetensors`); a missing file raises
+    `WeightsNotFoundError`, never random weights.
     """
     file = fetch(
         name, path=path, cache_dir=cache_dir, download=download, allow_unverified=allow_unverified
