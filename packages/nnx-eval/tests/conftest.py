@@ -7,6 +7,7 @@
 """
 
 import functools
+import hashlib
 
 import numpy as np
 import pytest
@@ -116,6 +117,17 @@ def random_state_dict(seed: int = 0) -> dict[str, np.ndarray]:
     return out
 
 
+def sha256_arrays(arrays: dict[str, np.ndarray]) -> str:
+    """sha256 over (key, dtype, shape, bytes) in key order: pins weights recreated elsewhere
+    (tools/fixtures/gen_inception.py records it for `random_state_dict(0)`)."""
+    h = hashlib.sha256()
+    for k in sorted(arrays):
+        a = np.ascontiguousarray(arrays[k])
+        h.update(f"{k}|{a.dtype.str}|{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
 @pytest.fixture(scope="session")
 def fid_layout() -> dict[str, tuple[int, ...]]:
     return layout()
@@ -124,6 +136,11 @@ def fid_layout() -> dict[str, tuple[int, ...]]:
 @pytest.fixture(scope="session")
 def fid_state_dict() -> dict[str, np.ndarray]:
     return random_state_dict(0)
+
+
+@pytest.fixture(scope="session")
+def fid_state_dict_sha256(fid_state_dict) -> str:
+    return sha256_arrays(fid_state_dict)
 
 
 @pytest.fixture(scope="session")

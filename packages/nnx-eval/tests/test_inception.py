@@ -1,6 +1,5 @@
 """FID Inception: layout of the released weights, strict loading, shapes, TF-style pooling."""
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -229,23 +228,13 @@ def test_registry_path_converts_once_to_safetensors(tmp_path, state_dict):
     assert converted[0].stat().st_mtime_ns == mtime
 
 
-def _sha256_arrays(arrays: dict) -> str:
-    """sha256 over (key, dtype, shape, bytes) in key order (as tools/fixtures/reference_weights)."""
-    h = hashlib.sha256()
-    for k in sorted(arrays):
-        a = np.ascontiguousarray(arrays[k])
-        h.update(f"{k}|{a.dtype.str}|{a.shape}".encode())
-        h.update(a.tobytes())
-    return h.hexdigest()
-
-
-def test_matches_pytorch_fid_golden_fixture_on_non_299_inputs(model, state_dict):
+def test_matches_pytorch_fid_golden_fixture_on_non_299_inputs(model, fid_state_dict_sha256):
     """Golden fixture (tools/fixtures/gen_inception.py): pytorch-fid's own InceptionV3 with
     these seeded weights, on 32² and 64×96 uint8 images (so its bilinear resize to 299 is
     pinned too): pool3, the 1008 logits and ADM's sFID slice of Mixed_6d.branch1x1."""
     fixtures = Path(__file__).parent / "fixtures" / "fid_inception"
     meta = json.loads((fixtures / "meta.json").read_text())
-    assert _sha256_arrays(state_dict) == meta["weights_sha256"], "weights recipe drifted"
+    assert fid_state_dict_sha256 == meta["weights_sha256"], "weights recipe drifted"
     io = np.load(fixtures / "io.npz")
     tags = ("small", "wide")
     x = jnp.concatenate([preprocess_for_inception(io[f"{t}_images"]) for t in tags])

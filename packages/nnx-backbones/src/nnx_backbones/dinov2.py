@@ -12,14 +12,16 @@ Forward pass (Oquab et al. 2023; registers: Darcet et al. 2024):
 the with-registers models use the antialiased Pillow-style filter, a = −0.5), skipped when the
 grid already matches and is square. Two conventions, chosen by `DINOv2Config.interpolate_offset`:
 
-    "hf"        interpolate(size=(h, w))                      HF transformers (offset 0)
+    "hf"        interpolate(size=(h, w))                      HF transformers 5.x (offset 0)
     "original"  interpolate(scale_factor=((h + 0.1)/M, (w + 0.1)/M))   facebookresearch/dinov2
                                                                hub models without registers
 
 With a scale factor PyTorch samples the source at (i + ½)·M/(h + 0.1) − ½ rather than
-(i + ½)·M/h − ½, so the two differ everywhere (6% of the token norm at 224², random weights).
-The hub models with registers use offset 0 and antialias, i.e. the same numbers as HF. EDM2's
-FD-DINOv2 runs the hub `dinov2_vitl14`, hence `dinov2_config("l", interpolation="original")`.
+(i + ½)·M/h − ½, so every resized position embedding, hence every token, differs. The hub
+models with registers use offset 0 and antialias, i.e. the same numbers as HF. (Older
+transformers releases used the hub's +0.1 scale factor, i.e. "original"; the fixtures pin
+transformers 5.24.) EDM2's FD-DINOv2 runs the hub `dinov2_vitl14`, hence
+`dinov2_config("l", interpolation="original")`.
 Images come in channels-last in [−1, 1] (the project convention) unless `input_range=(0, 1)`
 is passed.
 
