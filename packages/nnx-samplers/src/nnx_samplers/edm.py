@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nnx_samplers.base import Sampler, _alpha_sigma_of, time_array, with_initial
+from nnx_samplers.base import Sampler, _alpha_sigma_of, check_velocity, time_array, with_initial
 from nnx_samplers.errors import SamplerConfigError
 from nnx_samplers.model import model_info
 from nnx_samplers.ode import heun_steps
@@ -138,6 +138,7 @@ class EDMSampler(Sampler):
     def churn_plan(self, model) -> ChurnPlan:
         """γ_i, t̂_i and the noise-raise coefficients for `model` on this sampler's grid."""
         info = model_info(model)
+        check_velocity(self, info)
         self.check(info)
         grid = self.grid(model)
         n = grid.size - 1
