@@ -147,8 +147,9 @@ class EDMSampler(Sampler):
             return ChurnPlan(zeros, grid[:-1].copy(), ones, zeros, zeros.astype(bool))
         alpha_sigma = _alpha_sigma_of(model)
         lam, sig = _log_snr(alpha_sigma, grid[:-1])
-        with np.errstate(over="ignore"):
-            level = np.exp(-lam)  # ς = σ/α (inf where α = 0)
+        a = np.abs(np.asarray(alpha_sigma(grid[:-1])[0], np.float64))
+        with np.errstate(divide="ignore"):
+            level = sig / a  # ς = σ/α (inf where α = 0); σ itself for EDM
         g = min(self.s_churn / n, np.sqrt(2.0) - 1.0)
         gamma = np.where((self.s_min <= level) & (level <= self.s_max), g, 0.0)
         t_hat = np.where(
