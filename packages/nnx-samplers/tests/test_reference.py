@@ -96,3 +96,57 @@ def test_heun_without_churn_is_the_same_program_result():
     b = Heun(12, schedule="edm").sample(0, model, x_init).x
     np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
     _close(b, FIXTURE["heun/out"], "Heun output")
+
+
+# --- EDM's own general-path sampler on the VP path (tools/fixtures/edm_vp_sampler.py) ----------
+VP_FIX = np.load(Path(__file__).parent / "fixtures" / "edm_vp_sampler.npz")
+VP_META = json.loads(str(VP_FIX["meta"]))
+VP = VP_META["_made_by"]["vp"]
+
+
+def vp_path(t):
+    """x_t = α·x + σ·n with α = 1/sqrt(1 + ς²), ς(t)² = exp(½β_d t² + β_min t) − 1 (edm's VP)."""
+    xp = np if isinstance(t, np.ndarray) else jnp
+    e = 0.5 * VP["beta_d"] * t**2 + VP["beta_min"] * t
+    return xp.exp(-0.5 * e), xp.sqrt(-xp.expm1(-e))
+
+
+@pytest.mark.parametrize("name", [k for k in VP_META if not k.startswith("_")])
+def test_edm_sampler_on_the_vp_path_matches_edm_ablation_sampler(name):
+    """Churn of the VE-equivalent level σ/α (t̂ beyond t = 1 on the first step) and the noise
+    raise α̂/α·x + sqrt(ς̂² − ς²)·α̂·ε, as Karras et al.'s own general sampler, call by call."""
+    calls = []
+
+    def record(x, t):
+        calls.append((np.asarray(x), float(np.asarray(t)[0])))
+
+    def denoise(x, t):  # edm's net(x/α, ς): the VE denoiser of Gaussian data
+        a, s = vp_path(t)
+        x_ve, level = x / a[:, None], s / a
+        jax.debug.callback(record, x_ve, level, ordered=True)
+        return MU + (STD**2 / (STD**2 + level**2))[:, None] * (x_ve - MU)
+
+    times = VP_FIX[f"{name}/times"]
+    td = TimeDomain(1.0, 0.0, "t", float(times[-2]))
+    model = FunctionModel(td, denoise=denoise, alpha_sigma=vp_path)
+    cfg = VP_META[name]
+    noise = jnp.asarray(VP_FIX[f"{name}/noise"], jnp.float32)
+    sampler = EDMSampler(
+        cfg["num_steps"],
+        schedule=times,
+        s_churn=cfg["s_churn"],
+        s_min=cfg["s_min"],
+        s_max=cfg["s_max"],
+        s_noise=cfg["s_noise"],
+        noise_sampler=lambda key, i, x: noise[i],
+    )
+    if cfg["s_churn"] > 0 and cfg["s_min"] == 0:
+        assert sampler.churn_plan(model).t_hat[0] > 1.0  # σ̂ > σ_max: beyond the domain
+    out = sampler.sample(0, model, jnp.asarray(VP_FIX[f"{name}/x_init"], jnp.float32)).x
+    jax.effects_barrier()
+    ref_x, ref_sigma = VP_FIX[f"{name}/calls_x"], VP_FIX[f"{name}/calls_sigma"]
+    assert len(calls) == len(ref_sigma)
+    for i, ((x, sigma), rx, rs) in enumerate(zip(calls, ref_x, ref_sigma, strict=True)):
+        assert abs(sigma - rs) <= 1e-4 * rs, (i, sigma, rs)
+        _close(x, rx, f"call {i} (σ = {rs:.4g})")
+    _close(out, VP_FIX[f"{name}/out"], "output")
