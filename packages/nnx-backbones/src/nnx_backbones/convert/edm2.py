@@ -27,16 +27,9 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from nnx_backbones.convert.common import load_mapped, save_mapped
 from nnx_backbones.edm2_unet import EDM2UNet, MPConv
-from nnx_backbones.weights.assign import (
-    CONV2D,
-    IGNORE,
-    LINEAR,
-    StateMapping,
-    assign_state,
-    export_state,
-)
-from nnx_backbones.weights.io import read_state_dict, write_state_dict
+from nnx_backbones.weights.assign import CONV2D, IGNORE, LINEAR, StateMapping, export_state
 
 LOGVAR_KEYS = ("logvar_fourier.freqs", "logvar_fourier.phases", "logvar_linear.weight")
 
@@ -82,23 +75,10 @@ def load_edm2(
     *,
     key: str | None = None,
 ) -> EDM2UNet:
-    """Load an edm2 Precond state dict into `model` in place (strict) and return it.
-
-    Args:
-      model: an `EDM2UNet` whose configuration matches the release (e.g.
-        `edm2_config("s")` for `edm2-img512-s-*`).
-      source: a `.safetensors`, `.npz` or `.pt` (needs torch) file of `Precond.state_dict()`,
-        or the flat dict itself.
-      key: the checkpoint entry holding the state dict, if nested.
-    Raises:
-      WeightsError: listing every unknown, missing and mis-shaped key (nothing is assigned).
-    """
-    if isinstance(source, Mapping):
-        tensors, name = source, "checkpoint"
-    else:
-        tensors, name = read_state_dict(source, key=key), str(source)
-    assign_state(model, tensors, edm2_mapping(model), source=name)
-    return model
+    """Load an edm2 Precond state dict (a `.safetensors`/`.npz`/`.pt` file or the flat dict)
+    into `model` (configured as the release, e.g. `edm2_config("s")`) in place, strictly: a
+    `WeightsError` lists every unknown, missing and mis-shaped key and nothing is assigned."""
+    return load_mapped(model, source, edm2_mapping(model), key=key)
 
 
 def export_edm2(model: EDM2UNet) -> dict[str, np.ndarray]:
@@ -108,4 +88,4 @@ def export_edm2(model: EDM2UNet) -> dict[str, np.ndarray]:
 
 def save_edm2(model: EDM2UNet, path: str | os.PathLike) -> None:
     """Write `export_edm2(model)` to `.safetensors`, `.npz` or `.pt` (torch needed for .pt)."""
-    write_state_dict(path, export_edm2(model))
+    save_mapped(model, edm2_mapping(model), path)
