@@ -1,13 +1,14 @@
 """Fréchet distance: closed forms, scipy reference, robustness on singular covariances."""
 
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
 import scipy.linalg
 
 from nnx_eval.errors import InputError
-from nnx_eval.fid import fid_from_stats, frechet_distance, sqrtm_psd
+from nnx_eval.fid import fid_from_stats, frechet_distance, sqrtm_psd, trace_sqrt_product
 from nnx_eval.stats import GaussianStats, RunningStats
 
 
@@ -92,3 +93,41 @@ def test_fid_from_stats_and_bad_shapes():
         frechet_distance(np.zeros(2), np.eye(2), np.array([np.nan, 0]), np.eye(2))
     with pytest.raises(InputError):
         GaussianStats(np.zeros(3), np.eye(2))
+
+
+# --- pytorch-fid's value (tools/fixtures/fid_value.py) and FD(P, P) = 0 when n < d -------------
+FIXTURE = np.load(Path(__file__).parent / "fixtures" / "fid_value.npz")
+
+
+def _stats(x):
+    acc = RunningStats()
+    acc.update(x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "only n samples" when n < d
+        return acc.result()
+
+
+@pytest.mark.parametrize("name", ["full", "n_lt_d"])
+def test_matches_pytorch_fid_calculate_frechet_distance(name):
+    a = _stats(FIXTURE[f"{name}/x1"])
+    b = _stats(FIXTURE[f"{name}/x2"])
+    if name == "full":  # pytorch-fid's statistics: np.mean, np.cov(rowvar=False)
+        np.testing.assert_allclose(a.mu, FIXTURE["full/mu1"], rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(a.sigma, FIXTURE["full/sigma1"], rtol=1e-10, atol=1e-12)
+    # n < d: scipy's sqrtm of the singular Σ₁Σ₂ is itself off by a few 1e-6 (it gives −2.9e-6
+    # for FD(P, P) in the "self_n_lt_d" case), so the value agrees to that, not to rel 1e-9
+    tol = dict(rel=1e-9) if name == "full" else dict(rel=0, abs=1e-5)
+    assert fid_from_stats(a, b) == pytest.approx(float(FIXTURE[f"{name}/fd"]), **tol)
+
+
+def test_fd_of_a_distribution_with_itself_is_zero_when_n_lt_d():
+    x = FIXTURE["self_n_lt_d/x1"]  # n = 40 < d = 96; pytorch-fid gives −2.9e-6 here
+    assert float(FIXTURE["self_n_lt_d/fd"]) < 0
+    s = _stats(x)
+    fd = fid_from_stats(s, s)
+    assert 0.0 <= fd < 1e-9 * np.trace(s.sigma), fd
+    # larger d and n < d, as FD-DINOv2 / FID on a small sample: still ≥ 0 and tiny
+    y = np.random.default_rng(8).standard_normal((300, 512)) @ np.diag(np.linspace(0.1, 3, 512))
+    s = _stats(y)
+    assert 0.0 <= fid_from_stats(s, s) < 1e-9 * np.trace(s.sigma)
+    assert trace_sqrt_product(s.sigma, s.sigma) == pytest.approx(np.trace(s.sigma), rel=1e-12)

@@ -11,6 +11,11 @@ Two-time interfaces (MeanFlow, flow maps, shortcut models) take a second time:
 (MeanFlow's x_r = x_t − (t − r)·u, a flow map's Φ(x, s, t) = x + (t − s)·f(x, s, t)), and
 `pred(x, t, t)` is the instantaneous velocity. They set `two_time = True`.
 
+Consistency models (sCT, sCD) set `has_velocity = False`: their only output is `denoise` =
+f_θ(x_t, t), the end point of the probability-flow ODE through x_t, and they have no `pred` or
+`score` (f_θ gives neither without inverting its Jacobian); ODE/SDE samplers refuse them and
+the multistep consistency sampler (denoise, then re-noise) applies.
+
 Affine paths x_t = α(t)·x + σ(t)·n declare `alpha_sigma(t)`; from it the base class derives the
 denoiser x̂ = E[x | x_t] from any velocity (`denoise`), which is what data-prediction samplers
 (DPM-Solver++, DDIM) use, and `nnx_interfaces.oracles` derives closed-form Gaussian answers.
@@ -95,6 +100,9 @@ class Interfaces(nnx.Module, abc.ABC):
     """
 
     two_time: bool = False
+    # pred = dx/dt, score = ∇ log p_t and denoise = E[x | x_t] of the probability-flow ODE;
+    # False for consistency models, whose only output is denoise = the ODE's end point.
+    has_velocity: bool = True
 
     def __init__(
         self,

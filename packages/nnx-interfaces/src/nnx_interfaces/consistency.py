@@ -19,12 +19,13 @@ velocity (sCD), the tangent of F along the trajectory from one `jax.jvp` with ta
 where F⁻ = sg(F_θ) and w is a small learned log-weight of t. τ = log(σ_d tan t) ~ N(P_mean, P_std²)
 (the lognormal time distribution of the sCM paper).
 
-Sampling: `denoise(x_t, t)` = f_θ(x_t, t), the clean-data prediction used by a multistep
-consistency sampler (denoise, then re-noise with fresh noise at the next angle). `pred(x_t, t)` is
-the average velocity from t to the data end, (x_t − f_θ(x_t, t))/t, so one Euler step of size −t
-lands exactly on f_θ; it tends to the PF-ODE velocity σ_d·F_θ as t → 0. It is not the
-instantaneous velocity elsewhere (a consistency model has no cheap one): prefer the
-denoise-and-renoise sampler.
+Sampling: `denoise(x_t, t)` = f_θ(x_t, t), the end point of the PF-ODE through x_t, is the
+model's only output; sample with the multistep consistency sampler (denoise, then re-noise with
+fresh noise at the next angle: `nnx_samplers.DenoiseRenoise`, 1–2 steps in the paper). A
+consistency model has no cheap PF-ODE velocity: σ_d·F_θ is the velocity only as t → 0, and the
+exact one, v = −(∂f/∂x_t)⁻¹·∂f/∂t (from df/dt = 0 along the ODE), needs the inverse Jacobian.
+So `has_velocity = False`, `pred` and `score` raise, and ODE/SDE samplers (Euler, Heun, EDM,
+Euler–Maruyama, DPM-Solver++, DDIM) refuse the model instead of integrating a wrong field.
 """
 
 import math
@@ -36,8 +37,14 @@ from flax import nnx
 
 from nnx_backbones.embeddings import sinusoidal_embedding
 from nnx_interfaces.base import Interfaces, TimeDomain
-from nnx_interfaces.errors import InterfaceConfigError
+from nnx_interfaces.errors import InterfaceConfigError, InterfaceError
 from nnx_interfaces.flowmaps.parameterisation import module_jvp
+
+_NO_VELOCITY = (
+    "{name} is a consistency model: its only output is denoise(x_t, t) = f_θ, the end point of "
+    "the probability-flow ODE; it has no {what}. Sample it with nnx_samplers.DenoiseRenoise"
+    "(num_steps) (multistep consistency sampling), not with an ODE/SDE sampler."
+)
 
 
 class AdaptiveWeight(nnx.Module):
@@ -53,7 +60,7 @@ class AdaptiveWeight(nnx.Module):
 
 
 class TrigFlowConsistency(Interfaces):
-    """Shared base of sCT and sCD.
+    """Shared base of sCT and sCD (a consistency model: `has_velocity = False`).
 
     Args:
       network: contract backbone F_θ(x_t/σ_d, t) (no second time).
@@ -66,6 +73,8 @@ class TrigFlowConsistency(Interfaces):
         value (e.g. 0.05 with the ×1000 sinusoidal embedding) keeps dF/dt, hence g, tame.
       rngs: streams `time`, `noise` (default `network.rngs`); also initialises w.
     """
+
+    has_velocity = False
 
     def __init__(
         self,
@@ -149,19 +158,13 @@ class TrigFlowConsistency(Interfaces):
             x_t, t, y=y, train=train
         )
 
-    def pred(self, x_t, t, *args, y=None, train=False) -> jax.Array:
-        """(x_t − f_θ)/t = (1 − cos t)/t·x_t + (sin t/t)·σ_d F_θ (smooth at t = 0)."""
-        b = self.bcast_right
-        one_minus_cos_over_t = jnp.sin(0.5 * t) * jnp.sinc(t / (2 * math.pi))
-        sin_over_t = jnp.sinc(t / math.pi)
-        F = self.F(x_t, t, y=y, train=train)
-        return b(one_minus_cos_over_t, x_t) * x_t + b(self.sigma_d * sin_over_t, x_t) * F
+    def pred(self, x_t, t, *args, **kwargs) -> jax.Array:
+        """Not defined: a consistency model has no PF-ODE velocity (module docstring)."""
+        raise InterfaceError(_NO_VELOCITY.format(name=type(self).__name__, what="pred (dx/dt)"))
 
-    def score(self, x_t, t, *args, y=None, **kwargs) -> jax.Array:
-        """(cos t·f_θ − x_t)/(σ_d sin t)², treating f_θ as E[x | x_t] (exact only as t → 0)."""
-        b = self.bcast_right
-        f = self.denoise(x_t, t, y=y)
-        return (b(jnp.cos(t), x_t) * f - x_t) / b((self.sigma_d * jnp.sin(t)) ** 2, x_t)
+    def score(self, x_t, t, *args, **kwargs) -> jax.Array:
+        """Not defined: f_θ is the ODE's end point, not E[x | x_t], so it gives no score."""
+        raise InterfaceError(_NO_VELOCITY.format(name=type(self).__name__, what="score"))
 
     # --- loss ---------------------------------------------------------------------------------
     def tangent_velocity(self, x, n, x_t, t, *, y=None) -> jax.Array:

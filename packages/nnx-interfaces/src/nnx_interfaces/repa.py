@@ -131,6 +131,10 @@ class REPA(nnx.Module):
         return self.interface.two_time
 
     @property
+    def has_velocity(self) -> bool:
+        return self.interface.has_velocity
+
+    @property
     def time_domain(self) -> TimeDomain:
         return self.interface.time_domain
 

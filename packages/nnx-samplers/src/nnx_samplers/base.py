@@ -13,7 +13,7 @@ device count.
 import abc
 import dataclasses
 import functools
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -75,6 +75,9 @@ class Sampler(abc.ABC):
 
     num_steps: int = 32
     schedule: Any = "uniform"
+    # Integrates the probability-flow ODE/SDE (pred = dx/dt, score, denoise = E[x | x_t]); a
+    # model with has_velocity = False (a consistency model) is refused.
+    needs_velocity: ClassVar[bool] = True
 
     def __post_init__(self):
         if not isinstance(self.num_steps, (int, np.integer)) or self.num_steps < 1:
@@ -144,6 +147,7 @@ class Sampler(abc.ABC):
         the model on every call.
         """
         info = model_info(model)
+        check_velocity(self, info)
         self.check(info)
         grid = self.grid(model)
         static, state = split_model(model)
@@ -185,6 +189,18 @@ class BoundSampler:
         program = self.programs[1 if return_trajectory else 0]
         x, traj = program(self.state, self.guide_state, resolve_key(rngs_or_key), x_init, y)
         return SampleResult(x=x, nfe=self.nfe, trajectory=traj, times=self.times)
+
+
+def check_velocity(sampler: Sampler, info: ModelInfo) -> None:
+    """Refuse a consistency model (`has_velocity = False`) for an ODE/SDE sampler."""
+    if sampler.needs_velocity and not info.has_velocity:
+        raise SamplerConfigError(
+            f"{type(sampler).__name__} integrates the probability-flow ODE/SDE through pred "
+            f"(dx/dt), score and denoise = E[x | x_t], which {info.name} does not have: it is "
+            "a consistency model whose only output is denoise(x_t, t) = f_θ, the end point of "
+            "the ODE. Sample it with DenoiseRenoise(num_steps) (multistep consistency sampling, "
+            "renoise='fresh')."
+        )
 
 
 def _alpha_sigma_of(model):

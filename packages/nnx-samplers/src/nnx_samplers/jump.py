@@ -15,6 +15,7 @@ returns x̂. Both use one network call per step: NFE = N.
 """
 
 import dataclasses
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -60,6 +61,7 @@ class DenoiseRenoise(Sampler):
 
     num_steps: int = 2
     renoise: str = "fresh"
+    needs_velocity: ClassVar[bool] = False  # only denoise and the path: consistency models too
 
     def __post_init__(self):
         super().__post_init__()

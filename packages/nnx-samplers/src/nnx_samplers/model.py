@@ -91,6 +91,8 @@ class ModelInfo:
     time_domain: TimeDomain
     two_time: bool
     has_alpha_sigma: bool
+    has_velocity: bool = True  # False: a consistency model (only denoise = the ODE's end point)
+    name: str = "the model"
 
 
 def model_info(model: "Interfaces | FunctionModel") -> ModelInfo:
@@ -98,7 +100,13 @@ def model_info(model: "Interfaces | FunctionModel") -> ModelInfo:
     if isinstance(model, FunctionModel):
         return ModelInfo(model.time_domain, model.two_time, model.alpha_sigma is not None)
     if isinstance(model, Interfaces):
-        return ModelInfo(model.time_domain, bool(model.two_time), _has_alpha_sigma(model))
+        return ModelInfo(
+            model.time_domain,
+            bool(model.two_time),
+            _has_alpha_sigma(model),
+            bool(getattr(model, "has_velocity", True)),
+            type(model).__name__,
+        )
     raise SamplerConfigError(
         f"A sampler's model must be an nnx_interfaces.Interfaces or an nnx_samplers.FunctionModel; "
         f"got {type(model).__name__}. Wrap a plain function as FunctionModel(time_domain, "
