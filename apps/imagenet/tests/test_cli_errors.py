@@ -70,6 +70,8 @@ def _bad_inputs(tmp) -> list[tuple[list[str], str]]:
         ([*s, "--nope=1"], r"Unknown command line flag 'nope'"),
         ([*s, "extra"], r"Unexpected argument\(s\) 'extra'"),
         (["sample", "--config=demo", f"--workdir={empty}"], r"No checkpoint under .*empty"),
+        (["train", "--config=demo", f"--workdir={ref}"], r"ref.npz is a file; a run directory"),
+        ([*s, "--config.sample.ema=0.5"], r"sample.ema = '0.5' must be '' .* \(0.9999,\)"),
         (["sample", *d, "--guidance=-1"], r"--guidance must be a finite .* w ≥ 0"),
         (["sample", *d, "--guidance=inf"], r"--guidance must be a finite"),
         (["sample", *d, "--steps=0"], r"--steps \(sampler steps\) must be ≥ 1"),
@@ -191,3 +193,35 @@ def test_unexpected_errors_are_one_paragraph_that_points_to_verbose(monkeypatch,
     err = capsys.readouterr().err.strip()
     assert e.value.code == 2 and "\n" not in err
     assert "unexpected error: KeyError: 'surprise'" in err and "--verbose" in err
+
+
+def test_a_failed_demo_report_exits_3(monkeypatch, capsys):
+    from nnx_imagenet import cli, run
+
+    report = {"passed": False, "classifier_val_accuracy": 0.97, "sample_accuracy": 0.12,
+              "per_class_sample_accuracy": [0.1] * 10, "fd_samples_vs_train": 12.0,
+              "fd_val_vs_train": 1.3, "num_samples": 100, "min_classifier_accuracy": 0.95,
+              "min_sample_accuracy": 0.9}  # fmt: skip
+    fake = {"step": 4, "preempted": False, "metrics": {}, "checkpoint_dir": "c", "report": report}
+    monkeypatch.setattr(run, "run_train", lambda config: fake)
+    monkeypatch.setattr("nnx_imagenet.configs.common.validate", lambda c, **k: c)
+    with pytest.raises(SystemExit) as e:
+        cli.main(["nnx-imagenet", "train", "--config=demo:smoke", "--workdir=/tmp/x"])
+    out = capsys.readouterr()
+    assert e.value.code == 3 and "result : FAILED" in out.out
+    assert "quality report says FAILED" in out.err
+
+
+def test_missing_inception_weights_name_the_flag_and_the_torch_step(monkeypatch):
+    from nnx_backbones.errors import WeightsNotFoundError
+    from nnx_eval import inception_weights
+    from nnx_imagenet import commands
+    from nnx_imagenet.errors import AppError
+
+    def offline(path=None):
+        raise WeightsNotFoundError("pt_inception-2015-12-05-6726825d.pth is not in the cache.")
+
+    monkeypatch.setattr(inception_weights, "load_inception", offline)
+    with pytest.raises(AppError, match=r"not in the cache\. Offline, pass the weights with "
+                       r"--inception_path=FILE.*pip install torch"):  # fmt: skip
+        commands._load_inception(None)

@@ -135,6 +135,8 @@ def local_steps(directory: str) -> list[int] | None:
 
 def check_run(command: str, f: Any, config: ml_collections.ConfigDict) -> None:
     """What `train` / `sample` / `eval` need besides a valid config."""
+    if _local(config.workdir) and Path(config.workdir).expanduser().is_file():
+        raise UsageError(f"--workdir={config.workdir} is a file; a run directory is expected.")
     if command == "train":
         _check_train_data(config)
         return

@@ -141,6 +141,8 @@ def validate_config(
     schema = _to_dict(default_config())
     errors: list[str] = []
     _check_section(cfg, schema, "", errors)
+    if not errors:  # types are right: values can be compared
+        _check_values(cfg, errors)
     for path, kind in OPEN_SECTIONS.items():
         section = _get(cfg, path)
         if isinstance(section, dict) and check_constructors:
@@ -150,8 +152,6 @@ def validate_config(
                 registry.check_name(kind, section["name"])
             except RegistryError as err:
                 errors.append(f"{path}.name: {err}")
-    if not errors:
-        _check_values(cfg, errors)
     if errors:
         raise ConfigError("Invalid training config:\n  " + "\n  ".join(errors))
 
@@ -327,6 +327,20 @@ def _check_values(cfg: dict, errors: list[str]) -> None:
             f"sample.guidance must be a finite scale w ≥ 0 (0 = off, 1 = conditional only, "
             f"> 1 = stronger guidance); got {w}."
         )
+    decays = tuple(_get(cfg, "ema.decays") or ())
+    for path in ("sample.ema", "eval.ema"):
+        which = _get(cfg, path)
+        if not isinstance(which, str) or which == "":
+            continue
+        try:
+            ok = any(math.isclose(float(which), d) for d in decays)
+        except ValueError:
+            ok = False
+        if not ok:
+            errors.append(
+                f"{path} = {which!r} must be '' (raw weights) or one of ema.decays {decays} "
+                f"(as a string, e.g. {str(decays[0]) if decays else '0.999'!r})."
+            )
     steps = _get(cfg, "sample.sampler.num_steps")
     if isinstance(steps, int) and steps < 1:
         errors.append(f"sample.sampler.num_steps must be ≥ 1; got {steps}.")
