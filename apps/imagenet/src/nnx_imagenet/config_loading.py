@@ -4,9 +4,10 @@ NAME is a config shipped in `nnx_imagenet/configs/` (`sit`, `dit`, `digits`, ...
 of `digits`); anything ending in `.py` is a path to your own config file. Each file defines
 `get_config(arg: str | None) -> ConfigDict`; the preset after the colon is passed as `arg`.
 
-Override keys are checked against the loaded config before absl's `config_flags` applies them, so a
-typo fails with the closest valid names (difflib) instead of a traceback, and a value that does
-not parse as the field's type names the field, the type and the value.
+Overrides are parsed here (not by absl's `config_flags`): a key is checked against the loaded
+config, so a typo fails with the closest valid names (difflib); a value that does not parse as
+the field's type names the field, the type and the value; `data.name=NAME` is applied first and
+switches `data.kwargs` to that dataset's options. Nothing here imports jax.
 """
 
 import ast
