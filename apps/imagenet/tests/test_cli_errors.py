@@ -66,6 +66,8 @@ def _bad_inputs(tmp) -> list[tuple[list[str], str]]:
             ["train", "--config=sit:smoke", f"--config.data.kwargs.root={tree}"],
             r"Smoke presets train on synthetic data.*--config.data.name=latents",
         ),
+        (["train", "--config=demo", "--config.data.kwargs.held_out=1.5"], r"held_out .* \(0, 1\)"),
+        ([*s, "--config.data.kwargs.num_threads=0"], r"data.kwargs.num_threads must be ≥ 1"),
         ([*s, "--num_samples=3"], r"--num_samples is not a flag of `train`"),
         ([*s, "--nope=1"], r"Unknown command line flag 'nope'"),
         ([*s, "extra"], r"Unexpected argument\(s\) 'extra'"),

@@ -261,6 +261,14 @@ def _data_errors(c: ml_collections.ConfigDict) -> list[str]:
             errors.append(
                 f"data.kwargs.{key} must be {type(allowed[key]).__name__}; got {value!r}."
             )
+    kw = c.data.kwargs
+    for key, low in (("resolution", 8), ("num_threads", 1), ("num_examples", 1)):
+        if isinstance(kw.get(key), int) and kw[key] < low:
+            errors.append(f"data.kwargs.{key} must be ≥ {low}; got {kw[key]}.")
+    held_out = kw.get("held_out")
+    if isinstance(held_out, int | float) and not 0.0 < held_out < 1.0:
+        errors.append(f"data.kwargs.held_out (the held-out fraction) must lie in (0, 1); got "
+                      f"{held_out}.")  # fmt: skip
     missing = sorted(set(allowed) - set(c.data.kwargs))
     if missing:
         errors.append(
