@@ -37,8 +37,12 @@ def test_resumed_segments_drop_the_abandoned_steps_and_tensorboard(tmp_path):
         log.close()
 
     run(0, [10, 20, 30, 40], [4.0, 3.0, 2.0, 1.0])
+    with (tmp_path / "metrics.jsonl").open("a") as f:
+        f.write('{"step": 41, "lo')  # killed while writing
     run(20, [30, 40, 50], [2.5, 2.25, 2.0], tensorboard=True)
-    raw = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert lines[5] == '{"step": 41, "lo'  # the partial line was ended before run 2 appended
+    raw = [json.loads(x) for x in lines[:5] + lines[6:]]
     assert [(r["segment"], r["step"]) for r in raw if "loss" in r] == [
         (0, 10), (0, 20), (0, 30), (0, 40), (1, 30), (1, 40), (1, 50)
     ]  # fmt: skip
@@ -47,8 +51,8 @@ def test_resumed_segments_drop_the_abandoned_steps_and_tensorboard(tmp_path):
     assert kept == [(10, 4.0), (20, 3.0), (30, 2.5), (40, 2.25), (50, 2.0)]
     # A file written before records had `segment`: start events delimit the segments.
     old = tmp_path / "old.jsonl"
-    old.write_text("\n".join(json.dumps({k: v for k, v in r.items() if k != "segment"})
-                             for r in raw))  # fmt: skip
+    old_lines = [json.dumps({k: v for k, v in r.items() if k != "segment"}) for r in raw]
+    old.write_text('{"step": 3, "lo\n' + "\n".join(old_lines))
     assert [r["step"] for r in metrics.read_metrics(str(old)) if "loss" in r] == [
         10,
         20,

@@ -99,7 +99,11 @@ class MetricsLogger:
             return
         fileio.makedirs(workdir)
         if fileio.path(self.path).exists():
-            self.segment = sum('"event": "start"' in line for line in _lines(self.path))
+            text = fileio.path(self.path).read_text()
+            self.segment = text.count('"event": "start"')
+            if text and not text.endswith("\n"):  # a killed run's partial line: end it
+                with fileio.path(self.path).open("a") as f:
+                    f.write("\n")
         if tensorboard:
             from tensorboardX import SummaryWriter
 
@@ -153,8 +157,14 @@ class MetricsLogger:
 
 def read_metrics(path: str) -> list[dict]:
     """The records of a metrics.jsonl in order, without the abandoned part of each resumed
-    segment (records of segment k with a step after the step segment j > k resumed from)."""
-    records = [json.loads(line) for line in _lines(path) if line.strip()]
+    segment (records of segment k with a step after the step segment j > k resumed from) and
+    without lines a killed run left half-written."""
+    records = []
+    for line in _lines(path):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:  # a partial last line of a killed run
+            continue
     segment, resumed_at = 0, {}  # files written before `segment` existed: count start events
     for r in records:
         if r.get("event") == "start":
