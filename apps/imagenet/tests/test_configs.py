@@ -3,14 +3,13 @@ and command lines fail early with the closest valid names."""
 
 import pytest
 
-from nnx_imagenet.cli import preprocess_argv
 from nnx_imagenet.config_loading import (
     available_configs,
     config_overrides_in_argv,
     load_config,
     resolve_config,
 )
-from nnx_imagenet.errors import AppError, ConfigError
+from nnx_imagenet.errors import ConfigError
 
 EXPECTED = {
     "digits", "dit", "dit_repa", "edm", "flowmap", "lightning_ddt_rae", "lightning_dit",
@@ -90,16 +89,24 @@ def test_unknown_config_and_preset_errors():
     assert path.name == "digits.py" and preset == "short"
 
 
-def test_command_line_is_checked_before_absl_runs():
+def test_override_parsing_and_dataset_switch():
     assert config_overrides_in_argv(["--config.a.b=1", "--x=2", "--config.c", "3"]) == [
         "a.b=1",
         "c=3",
     ]
-    with pytest.raises(AppError, match="Expected a command"):
-        preprocess_argv(["nnx-imagenet", "trian", "--config=demo"])
-    with pytest.raises(AppError, match="needs --config"):
-        preprocess_argv(["nnx-imagenet", "train"])
-    with pytest.raises(ConfigError, match=r"optimizer\.lr"):
-        preprocess_argv(["nnx-imagenet", "train", "--config=demo", "--config.optimizer.lrr=1"])
-    out = preprocess_argv(["nnx-imagenet", "train", "--config", "demo:short"])
-    assert out[2].startswith("--config=/") and out[2].endswith("digits.py:short")
+    # data.name switches data.kwargs to that dataset's options (shared ones kept), in any order.
+    c = load_config("sit:b2", ["data.kwargs.root=/d", "data.name=image_folder",
+                               "data.shape=(256, 256, 3)", "model.in_channels=3",
+                               "model.input_size=256"])  # fmt: skip
+    assert c.data.name == "image_folder" and c.data.kwargs.root == "/d"
+    assert c.data.kwargs.split == "train" and c.data.kwargs.resolution == 256
+    c = load_config("sit:smoke", ["data.name=latents", "data.kwargs.root=/shards"])
+    assert dict(c.data.kwargs) == {"root": "/shards", "flip": True, "num_threads": 16}
+    assert tuple(c.data.shape) == (8, 8, 4) and c.model.hidden_size == 64
+
+
+def test_presets_are_listed_without_importing_jax():
+    from nnx_imagenet.config_loading import config_presets
+
+    assert config_presets("sit") == (["b2", "xl2"], "xl2")
+    assert config_presets("demo") == (["full", "short"], "full")

@@ -175,6 +175,19 @@ def test_pipeline_resume_from_state_continues_exact_order():
         np.testing.assert_array_equal(a["y"], b["y"])
 
 
+def test_pipeline_rejects_labels_outside_num_classes():
+    """Labels 0..19 with num_classes 20 pass; with 10 the first batch holding a label ≥ 10 is a
+    DataError naming the labels (not NaN from the embedding, blamed on the lr by the guard)."""
+    it = iter(make_dataset(RangeSource(20), batch_size=4, seed=0, shard=HostShard(),
+                           num_classes=20))  # fmt: skip
+    assert all(next(it)["y"].max() < 20 for _ in range(10))
+    it = iter(make_dataset(RangeSource(20), batch_size=4, seed=0, shard=HostShard(),
+                           num_classes=10))  # fmt: skip
+    with pytest.raises(DataError, match=r"labels outside \[0, 10\).*data.num_classes"):
+        for _ in range(5):
+            next(it)
+
+
 def test_pipeline_rejects_batch_larger_than_shard():
     with pytest.raises(DataError, match="use a smaller batch"):
         make_dataset(RangeSource(5), batch_size=4, seed=0, shard=HostShard(0, 2))

@@ -76,7 +76,9 @@ def test_class_grid_pixels_and_loss_curve_png(tmp_path):
     y, x = 2 + 2 * ch + 3 * 2, 24 + 2 + cw + 5 * 2
     np.testing.assert_array_equal(grid[y, x], [want] * 3)
     steps = np.arange(100)
-    save_loss_curve(steps, np.exp(-steps / 30) + 0.1, tmp_path / "loss.png")
+    losses = np.exp(-steps / 30) + 0.1
+    losses[40] = np.nan
+    save_loss_curve(steps, losses, tmp_path / "loss.png", resumed_at=[50])
     assert Image.open(tmp_path / "loss.png").size == (640, 400)
     with pytest.raises(ValueError, match="two finite"):
         save_loss_curve([0], [1.0], tmp_path / "x.png")

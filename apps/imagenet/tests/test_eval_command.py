@@ -1,12 +1,12 @@
 """`nnx-imagenet eval` from a real checkpoint: `demo:smoke` (8×8 grey digits) trains 4 steps,
-then the eval command generates 8 samples from the checkpoint, feeds them (grey → RGB) to an
-Inception loaded from a local random-weights file in the pytorch-fid layout (`--inception_path`)
-and compares them with hand-written ADM reference statistics; it must write `eval_<step>.json`
-with finite FID, sFID and IS. The numbers are meaningless (random Inception); what is checked
-is that the path runs end to end and writes what it documents."""
+then the eval command (through `cli.main`: flags parsed and checked) generates 8 samples from
+the checkpoint, feeds them (grey → RGB) to an Inception loaded from a local random-weights file
+in the pytorch-fid layout (`--inception_path`) and compares them with hand-written ADM reference
+statistics; it must write `eval_<step>.json` with finite FID, sFID and IS. The numbers are
+meaningless (random Inception); what is checked is that the path runs end to end and writes
+what it documents."""
 
 import json
-import types
 
 import jax
 import numpy as np
@@ -15,7 +15,7 @@ from flax import nnx
 
 from nnx_eval.inception import InceptionV3FID
 from nnx_eval.inception_weights import save_inception_weights
-from nnx_imagenet import commands
+from nnx_imagenet import cli
 from nnx_imagenet.config_loading import load_config
 from nnx_imagenet.run import run_train
 
@@ -51,11 +51,14 @@ def test_eval_command_writes_finite_metrics_from_a_checkpoint(tmp_path):
     ref = tmp_path / "ref.npz"
     np.savez(ref, mu=np.zeros(2048), sigma=np.eye(2048), mu_s=np.zeros(63), sigma_s=np.eye(63))
 
-    flags = types.SimpleNamespace(
-        ref=str(ref), num_samples=8, batch_size=8, seed=0, ema=None,
-        inception_path=str(weights), inception_size=75,
-    )  # fmt: skip
-    commands.evaluate(config, flags)
+    with pytest.raises(SystemExit) as e:  # the README's eval command, through the CLI
+        cli.main([
+            "nnx-imagenet", "eval", "--config=demo:smoke", f"--workdir={workdir}",
+            f"--config.data.kwargs.root={tmp_path / 'digits'}", f"--ref={ref}",
+            "--num_samples=8", "--batch_size=8", f"--inception_path={weights}",
+            "--inception_size=75",
+        ])  # fmt: skip
+    assert e.value.code == 0
     out = json.loads((workdir / "eval_00000004.json").read_text())
     assert out["step"] == 4 and out["num_samples"] == 8
     for key in ("fid", "sfid", "inception_score"):

@@ -99,3 +99,15 @@ def test_norms_and_modulate_closed_form():
     shift, scale = np.ones((2, 6)), np.full((2, 6), 2.0)
     np.testing.assert_allclose(modulate(x, shift, scale), 3 * x + 1, rtol=1e-6)
     np.testing.assert_allclose(modulate(x, None, scale[:, None] * np.ones((2, 3, 6))), 3 * x)
+
+
+def test_label_embedder_rejects_out_of_range_labels_outside_jit():
+    from nnx_backbones.embeddings import LabelEmbedder
+    from nnx_backbones.errors import LabelError
+
+    emb = LabelEmbedder(3, 8, 0.0, rngs=nnx.Rngs(0))
+    assert emb(jnp.array([0, 2, 3])).shape == (3, 8)  # 3 = the null label
+    with pytest.raises(LabelError, match=r"2 of 3 labels lie outside \[0, 3\].*\[4, -1\]"):
+        emb(jnp.array([4, 1, -1]))
+    out = nnx.jit(lambda m, y: m(y))(emb, jnp.array([0, 1]))  # traced: no check, no host sync
+    assert out.shape == (2, 8)

@@ -161,3 +161,20 @@ def test_bad_batch_size():
         generate(conditional_sample_fn, 10, batch_size=12, seed=0, num_classes=3)
     with pytest.raises(InputError, match="num_classes"):
         generate(conditional_sample_fn, 10, batch_size=8, seed=0, equal_per_class=True)
+
+
+def test_nonfinite_samples_raise_with_their_count():
+    def nan_for_even_labels(key, labels):
+        x = conditional_sample_fn(key, labels)
+        bad = (labels % 2 == 0)[:, None, None, None]
+        return jnp.where(bad & (jnp.arange(3) == 1), jnp.nan, x)  # one NaN channel
+
+    seen = Collect()
+    with pytest.raises(InputError, match=r"4 of the 8 samples of batch 0 .* NaN or Inf"):
+        generate(nan_for_even_labels, 16, batch_size=8, seed=0, num_classes=4,
+                 equal_per_class=True, consumers=[seen], progress=False)  # fmt: skip
+    assert not seen.images  # nothing reached the metrics
+    inf_in_decode = lambda z: jnp.where(z > 0.9, jnp.inf, z)  # noqa: E731
+    with pytest.raises(InputError, match="NaN or Inf"):
+        generate(conditional_sample_fn, 8, batch_size=8, seed=0, num_classes=4,
+                 decode_fn=lambda z: inf_in_decode(z * 10), progress=False)  # fmt: skip

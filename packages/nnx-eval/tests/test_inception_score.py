@@ -67,3 +67,7 @@ def test_errors():
         acc.result()
     with pytest.raises(InputError, match="sized for 20"):
         acc.update(np.zeros((11, 4)))
+    logits = np.zeros((4, 4))
+    logits[1, 2], logits[3, 0] = np.nan, -np.inf
+    with pytest.raises(InputError, match="2 of 4 logit rows contain NaN or Inf"):
+        acc.update(logits)

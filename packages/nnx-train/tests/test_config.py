@@ -75,6 +75,49 @@ def test_bad_choices_and_values():
     assert "ema.decays must lie in (0, 1)" in msg
 
 
+@pytest.mark.parametrize(
+    ("path", "value", "expected"),
+    [
+        ("optimizer.lr", -1e-4, "optimizer.lr must be finite and > 0"),
+        ("optimizer.lr", float("nan"), "optimizer.lr must be finite and > 0"),
+        ("optimizer.lr", 0.0, "optimizer.lr must be finite and > 0"),
+        ("sample.guidance", -1.0, "sample.guidance must be a finite scale w ≥ 0"),
+        ("sample.guidance", float("inf"), "sample.guidance must be a finite scale w ≥ 0"),
+        ("optimizer.warmup_steps", -5, "optimizer.warmup_steps must be a finite number ≥ 0"),
+        ("optimizer.min_lr_ratio", 1.5, "optimizer.min_lr_ratio must lie in [0, 1]"),
+        ("checkpoint.keep_last", 0, "checkpoint.keep_last must be ≥ 1"),
+        ("eval.every_steps", -1, "eval.every_steps must be a finite number ≥ 0"),
+        ("sample.ema", "0.5", "sample.ema = '0.5' must be '' (raw weights) or one of ema.decays"),
+        ("eval.ema", "abc", "eval.ema = 'abc' must be ''"),
+    ],
+)
+def test_values_out_of_range_are_rejected_with_the_reason(path, value, expected):
+    cfg = config_lib.default_config()
+    section, key = path.split(".")
+    cfg[section][key] = value
+    assert expected in _error(cfg)
+    cfg.sample.sampler.num_steps = 0  # an open section's value, checked too
+    assert "sample.sampler.num_steps must be ≥ 1" in _error(cfg)
+
+
+def test_validation_without_constructors_imports_no_jax():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from nnx_train import config as c; cfg = c.default_config();"
+        "cfg.model.name = 'mlpp'; cfg.optimizer.lr = -1.0\n"
+        "try:\n c.validate_config(cfg, check_constructors=False)\n"
+        "except Exception as e: print(type(e).__name__, e)\n"
+        "print(sorted(m for m in ('jax', 'flax', 'orbax', 'optax') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "Unknown model name 'mlpp'. Did you mean 'mlp'" in out.stdout
+    assert "optimizer.lr must be finite and > 0" in out.stdout
+    assert out.stdout.strip().endswith("[]")
+
+
 def test_registry_unknown_name_and_custom_registration():
     with pytest.raises(RegistryError, match="Did you mean 'dit'"):
         registry.resolve("model", "dti")

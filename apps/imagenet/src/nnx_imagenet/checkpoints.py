@@ -1,8 +1,12 @@
-"""Read the trainer's newest checkpoint back for sampling and evaluation (no data, no train step).
+"""Read a trainer checkpoint back for sampling and evaluation (no data, no train step).
 
 The trainer (`nnx_train.checkpoint.Checkpointer`) stores the train state pytree under the item
-"state"; here it is restored onto the host as NumPy arrays from the checkpoint's own metadata, so
-any machine (another device count, CPU only) can sample from it.
+"state" and the run's config under "config". The state is restored onto the host as NumPy
+arrays with the shapes and dtypes of the checkpoint's own metadata, so any machine (another
+device count, CPU only) can sample from it. The newest step goes through the trainer's own
+restore path: a corrupt or incomplete newest checkpoint is skipped with a warning (the previous
+one is used), and a config that differs from the stored one in a field that shapes the state
+(model, interface, data shape, ...) is refused with the differing fields named.
 """
 
 import jax
@@ -10,21 +14,20 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
+from nnx_imagenet.config_loading import checkpoint_dir
 from nnx_imagenet.errors import AppError
-from nnx_train import fileio
-from nnx_train.checkpoint import Checkpointer
+from nnx_train.checkpoint import Checkpointer, check_compatible
 
 
-def checkpoint_dir(config: ml_collections.ConfigDict) -> str:
-    """`checkpoint.dir`, or `{workdir}/checkpoints` as the trainer uses."""
-    return config.checkpoint.dir or fileio.join(config.workdir, "checkpoints")
-
-
-def load_latest_state(config: ml_collections.ConfigDict) -> tuple[int, dict]:
-    """(step, state) of the newest checkpoint of the run `config` describes, as host arrays.
+def load_state(config: ml_collections.ConfigDict, step: int | None = None) -> tuple[int, dict]:
+    """(step, state) of the newest readable checkpoint of the run `config` describes, or of
+    checkpoint `step`; NumPy arrays on the host.
 
     Raises:
-      AppError: no checkpoint under the directory (says which directory and how to make one).
+      AppError: no checkpoint under the directory, or no step `step` (says which exist).
+      nnx_train.IncompatibleCheckpointError: `config` differs from the stored config in a
+        structural field (named).
+      nnx_train.CheckpointError: no checkpoint could be read.
     """
     directory = checkpoint_dir(config)
     ckpt = Checkpointer(directory, async_save=False)
@@ -35,16 +38,46 @@ def load_latest_state(config: ml_collections.ConfigDict) -> tuple[int, dict]:
                 f"No checkpoint under {directory}; train first (nnx-imagenet train "
                 f"--config=... --workdir={config.workdir}) or pass the run's --workdir."
             )
-        step = steps[-1]
-        meta = ckpt.manager.item_metadata(step)["state"]
-        meta = getattr(meta, "tree", meta)
-        restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), meta)
-        restored = ckpt.manager.restore(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.PyTreeRestore(item=None, restore_args=restore_args)
-            ),
+        if step is not None and step not in steps:
+            raise AppError(
+                f"No checkpoint of step {step} under {directory}; it has steps "
+                f"{', '.join(map(str, steps))}."
+            )
+        abstract = _abstract_state(ckpt, [step] if step is not None else steps[::-1])
+        if step is None:
+            restored = ckpt.restore(abstract, None, config)
+            if restored is None:  # every step vanished meanwhile
+                raise AppError(f"No checkpoint under {directory} could be restored.")
+            return restored
+        stored = ckpt.manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
+        check_compatible(stored["config"], config.to_dict(), step)
+        args = ocp.args.PyTreeRestore(
+            abstract, restore_args=ocp.checkpoint_utils.construct_restore_args(abstract)
         )
+        return step, ckpt.manager.restore(step, args=ocp.args.Composite(state=args))["state"]
     finally:
         ckpt.close()
-    return step, restored["state"]
+
+
+def load_latest_state(config: ml_collections.ConfigDict) -> tuple[int, dict]:
+    """(step, state) of the newest readable checkpoint (`load_state(config)`)."""
+    return load_state(config)
+
+
+def _abstract_state(ckpt: Checkpointer, steps: list[int]):
+    """Host targets (zero-stride NumPy views: right shape and dtype, no memory) from the first
+    step whose metadata reads; orbax then restores NumPy arrays, which also works while a
+    teacher is loaded inside `nnx.eval_shape` (sCD)."""
+    error = None
+    for step in steps:
+        try:
+            meta = ckpt.manager.item_metadata(step)["state"]
+        except Exception as e:  # unreadable metadata: the restore path reports the step
+            error = e
+            continue
+        meta = getattr(meta, "tree", meta)
+        return jax.tree.map(lambda m: np.broadcast_to(np.zeros((), m.dtype), tuple(m.shape)), meta)
+    raise AppError(
+        f"No checkpoint under {ckpt.directory} has readable metadata (steps "
+        f"{', '.join(map(str, steps))}; last error: {type(error).__name__}: {error})."
+    )

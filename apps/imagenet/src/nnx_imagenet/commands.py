@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from nnx_imagenet.checkpoints import load_latest_state
+from nnx_imagenet.checkpoints import load_state
 from nnx_imagenet.data.image_folder import ImageFolderSource
 from nnx_imagenet.data.latent_shards import LatentShardWriter
 from nnx_imagenet.errors import AppError
@@ -71,14 +71,41 @@ class _Grey2RGB:
             self.inner.sync()
 
 
-def _generate(config, flags, ema: str, consumers) -> int:
-    from nnx_eval.generate import generate
+class _MapLabels:
+    """Consumer adapter: generate's labels 0..k−1 → the `--classes` labels they stand for."""
 
-    step, state = load_latest_state(config)
-    sample_fn = sample_fn_from_state(config, state, ema=ema)
-    n_cls = config.data.num_classes or None
+    def __init__(self, inner, classes: np.ndarray):
+        self.inner, self.classes = inner, classes
+
+    def update(self, images, labels=None, indices=None) -> None:
+        self.inner.update(images, None if labels is None else self.classes[labels], indices)
+
+    def sync(self) -> None:
+        if hasattr(self.inner, "sync"):
+            self.inner.sync()
+
+
+def _generate(config, flags, ema: str, consumers) -> int:
+    """Restore `--step` (default: the newest readable checkpoint) and feed `--num_samples`
+    samples (classes in turn: all, or `--classes`) to `consumers`; returns the step."""
+    from nnx_eval.generate import generate
+    from nnx_imagenet.cli_checks import parse_classes
+
+    step_flag = getattr(flags, "step", -1)
+    step, state = load_state(config, None if step_flag < 0 else step_flag)
+    print(f"sampling from step {step} ({'EMA ' + ema if ema else 'raw weights'}, "
+          f"{config.sample.sampler.name}, guidance {config.sample.guidance})")  # fmt: skip
+    fn = sample_fn_from_state(config, state, ema=ema)
+    classes = np.asarray(parse_classes(getattr(flags, "classes", ""), config.data.num_classes))
+    n_cls = (len(classes) or config.data.num_classes) or None
+    if len(classes):
+        table = jnp.asarray(classes, jnp.int32)
+        consumers = [_MapLabels(c, classes) for c in consumers]
+        sample_fn = lambda key, labels: fn(key, table[labels], flags.batch_size)  # noqa: E731
+    else:
+        sample_fn = lambda key, labels: fn(key, labels, flags.batch_size)  # noqa: E731
     generate(
-        lambda key, labels: sample_fn(key, labels, flags.batch_size),
+        sample_fn,
         flags.num_samples,
         batch_size=flags.batch_size,
         seed=flags.seed,
@@ -127,7 +154,6 @@ def evaluate(config: ml_collections.ConfigDict, flags: Any) -> None:
     """FID / sFID / IS against `--ref` reference statistics, from `--num_samples` samples."""
     from nnx_eval.accumulate import inception_accumulator, inception_metrics
     from nnx_eval.features import inception_feature_fn
-    from nnx_eval.inception_weights import load_inception
     from nnx_eval.reference import load_reference_stats
 
     if not flags.ref:
@@ -147,7 +173,7 @@ def evaluate(config: ml_collections.ConfigDict, flags: Any) -> None:
             f"{config.data.name!r}); evaluate a run on real latents or images."
         )
     reference = load_reference_stats(flags.ref)
-    inception = load_inception(getattr(flags, "inception_path", "") or None)
+    inception = _load_inception(getattr(flags, "inception_path", "") or None)
     size = getattr(flags, "inception_size", 299)
     # IS over 10 splits (ADM) needs ≥ 10 samples; fewer (quick checks) use one split each.
     splits = min(10, flags.num_samples)
@@ -162,6 +188,22 @@ def evaluate(config: ml_collections.ConfigDict, flags: Any) -> None:
     )
     print(json.dumps(metrics, indent=1))
     print(f"wrote {out}")
+
+
+def _load_inception(path: str | None):
+    """The FID Inception network; offline without a cached copy, an error naming the flag."""
+    from nnx_backbones.errors import WeightsNotFoundError
+    from nnx_eval.inception_weights import load_inception
+
+    try:
+        return load_inception(path)
+    except WeightsNotFoundError as e:
+        raise AppError(
+            f"{e} Offline, pass the weights with --inception_path=FILE: pytorch-fid's "
+            f"pt_inception-2015-12-05-6726825d.pth (reading a .pth needs torch once: `pip "
+            f"install torch --index-url https://download.pytorch.org/whl/cpu`) or a "
+            f".safetensors written by nnx_eval.inception_weights.save_inception_weights."
+        ) from e
 
 
 def prepare(flags: Any) -> None:
@@ -223,12 +265,13 @@ def _prepare_latents(source, flags) -> None:
 def _prepare_ref_stats(source, flags) -> None:
     from nnx_eval.accumulate import inception_accumulator
     from nnx_eval.features import inception_feature_fn
-    from nnx_eval.inception_weights import load_inception
     from nnx_eval.reference import compute_reference_stats, save_adm_stats, save_edm_stats
 
     if not flags.out.endswith(".npz"):
         raise AppError("prepare --what=ref_stats needs --out=FILE.npz.")
-    acc = inception_accumulator(inception_feature_fn(load_inception()), len(source))
+    acc = inception_accumulator(
+        inception_feature_fn(_load_inception(flags.inception_path or None)), len(source)
+    )
     stats = compute_reference_stats(
         (imgs for imgs, _ in _batches(source, flags.batch_size)), acc, total=len(source)
     )

@@ -4,9 +4,10 @@ NAME is a config shipped in `nnx_imagenet/configs/` (`sit`, `dit`, `digits`, ...
 of `digits`); anything ending in `.py` is a path to your own config file. Each file defines
 `get_config(arg: str | None) -> ConfigDict`; the preset after the colon is passed as `arg`.
 
-Override keys are checked against the loaded config before absl's `config_flags` applies them, so a
-typo fails with the closest valid names (difflib) instead of a traceback, and a value that does
-not parse as the field's type names the field, the type and the value.
+Overrides are parsed here (not by absl's `config_flags`): a key is checked against the loaded
+config, so a typo fails with the closest valid names (difflib); a value that does not parse as
+the field's type names the field, the type and the value; `data.name=NAME` is applied first and
+switches `data.kwargs` to that dataset's options. Nothing here imports jax.
 """
 
 import ast
@@ -59,7 +60,13 @@ def resolve_config(spec: str) -> tuple[Path, str | None]:
 def _import_config_module(path: Path):
     spec = importlib.util.spec_from_file_location(f"_nnx_imagenet_config_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as e:
+        raise ConfigError(
+            f"Config file {path} failed to load: {type(e).__name__}: {e}. Fix the file (run "
+            f"`python {path}` to see where)."
+        ) from e
     if not hasattr(module, "get_config"):
         raise ConfigError(f"{path} does not define get_config(arg).")
     return module
@@ -94,9 +101,23 @@ def _get(config: ml_collections.ConfigDict, key: str) -> Any:
         if not isinstance(node, ml_collections.ConfigDict) or part not in node:
             close = closest_keys(config, key)
             hint = f" Closest valid keys: {', '.join(close)}." if close else ""
+            if key.startswith("data.kwargs.") and "data" in config:
+                hint += _dataset_hint(config.data.get("name", ""))
             raise ConfigError(f"Unknown config key {key!r}.{hint}")
         node = node[part]
     return node
+
+
+def _dataset_hint(name: str) -> str:
+    if name == "synthetic":
+        return (
+            " Smoke presets train on synthetic data; to train the smoke-size model on real data "
+            "add --config.data.name=latents (or image_folder, ...), which switches data.kwargs."
+        )
+    return (
+        f" data.kwargs holds the options of data.name={name!r}; another dataset's options come "
+        f"with --config.data.name=NAME."
+    )
 
 
 def parse_value(key: str, text: str, current: Any) -> Any:
@@ -133,9 +154,38 @@ def parse_value(key: str, text: str, current: Any) -> Any:
         ) from None
 
 
+def switch_dataset(config: ml_collections.ConfigDict, name: str) -> None:
+    """Set `data.name = name` and give `data.kwargs` that dataset's options: its defaults, with
+    the values of options the previous dataset shared (e.g. `root`, `flip`) kept."""
+    from nnx_imagenet.configs.common import DATA_KWARGS
+
+    if name not in DATA_KWARGS:
+        close = difflib.get_close_matches(name, DATA_KWARGS, n=2)
+        hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+        raise ConfigError(f"data.name = {name!r} is not one of {', '.join(DATA_KWARGS)}.{hint}")
+    if name == config.data.name:
+        return
+    old = config.data.kwargs.to_dict()
+    config.data.name = name
+    config.data.kwargs = ml_collections.ConfigDict(
+        {k: old.get(k, v) for k, v in DATA_KWARGS[name].items()}
+    )
+
+
 def apply_overrides(config: ml_collections.ConfigDict, overrides: Iterable[str]) -> None:
-    """Apply `a.b=value` strings in place (unknown keys / bad types → `ConfigError`)."""
+    """Apply `a.b=value` strings in place (unknown keys / bad types → `ConfigError`).
+
+    `data.name=NAME` is applied first and switches `data.kwargs` to that dataset's options
+    (`switch_dataset`), so `data.name=image_folder data.kwargs.root=/data` works in any order.
+    """
+    overrides = list(overrides)
     for item in overrides:
+        key, sep, text = item.partition("=")
+        if key == "data.name" and sep:
+            switch_dataset(config, text)
+    for item in overrides:
+        if item.partition("=")[0] == "data.name":
+            continue
         key, sep, text = item.partition("=")
         if not sep:
             raise ConfigError(f"Override {item!r} must look like key.path=value.")
@@ -165,6 +215,13 @@ def config_overrides_in_argv(argv: Sequence[str]) -> list[str]:
     return out
 
 
+def checkpoint_dir(config: ml_collections.ConfigDict) -> str:
+    """`checkpoint.dir`, or `{workdir}/checkpoints` as the trainer uses."""
+    from nnx_train import fileio
+
+    return config.checkpoint.dir or fileio.join(config.workdir, "checkpoints")
+
+
 def absolute_paths(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """Make local `workdir` / `checkpoint.dir` absolute (orbax refuses relative paths); URLs such
     as gs://... are kept as they are."""
@@ -175,11 +232,22 @@ def absolute_paths(config: ml_collections.ConfigDict) -> ml_collections.ConfigDi
     return config
 
 
-def load_config(spec: str, overrides: Iterable[str] = ()) -> ml_collections.ConfigDict:
-    """Load a config by name or path with its preset, apply overrides and validate it."""
+def load_config(
+    spec: str, overrides: Iterable[str] = (), *, check_constructors: bool = True
+) -> ml_collections.ConfigDict:
+    """Load a config by name or path with its preset, apply overrides and validate it
+    (`check_constructors=False`: without importing the model / interface / sampler, see
+    `configs.common.validate`)."""
     path, preset = resolve_config(spec)
     config = _import_config_module(path).get_config(preset)
     apply_overrides(config, overrides)
     from nnx_imagenet.configs.common import validate
 
-    return absolute_paths(validate(config))
+    return absolute_paths(validate(config, check_constructors=check_constructors))
+
+
+def config_presets(name: str) -> tuple[list[str], str | None]:
+    """(presets, default preset) of the shipped config `name` (imports no jax)."""
+    from nnx_imagenet.configs.common import list_presets
+
+    return list_presets(_import_config_module(resolve_config(name)[0]).get_config)

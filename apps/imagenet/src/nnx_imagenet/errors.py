@@ -11,3 +11,7 @@ class DataError(AppError, ValueError):
 
 class ConfigError(AppError, ValueError):
     """An unknown config key, a wrong type, or an unknown config name / preset."""
+
+
+class UsageError(AppError, ValueError):
+    """A command-line mistake: unknown command or flag, a flag value out of range."""

@@ -1,25 +1,12 @@
-"""Registry entries the app adds to nnx-train's plug-in registry (names the trainer lacks).
-
-Targets are "module:attribute" strings resolved lazily by `nnx_train.registry`. Objectives whose
+"""The app's plug-in builders (their registry names are in `plugin_names`). Objectives whose
 constructors take objects rather than flat values (a flow map's `STSampling`) get a small builder
 here that takes flat config values and builds the object.
 """
 
 from flax import nnx
 
+from nnx_imagenet.plugin_names import register_plugins  # noqa: F401  (re-exported)
 from nnx_train import registry
-
-APP_ENTRIES: dict[str, dict[str, str]] = {
-    "model": {
-        "lightning_ddt": "nnx_backbones.ddt:LightningDDT",
-    },
-    "interface": {
-        "ddpm": "nnx_interfaces.ddpm:DDPMInterface",
-    },
-    "sampler": {
-        "denoise_renoise": "nnx_samplers.jump:DenoiseRenoise",
-    },
-}
 
 
 def build_edm2_unet(
@@ -196,27 +183,3 @@ def build_scd(
         tangent_norm_c=tangent_norm_c,
         adaptive_weight=adaptive_weight,
     )
-
-
-# The app's own builders, under names of their own (always registered, never shadowing the
-# trainer's entries of the same objective, which take objects rather than flat config values).
-APP_BUILDERS: dict[str, dict[str, str]] = {
-    "model": {"imagenet.edm2_unet": "nnx_imagenet.plugins:build_edm2_unet"},
-    "interface": {
-        "imagenet.lsd": "nnx_imagenet.plugins:build_lsd",
-        "imagenet.repa": "nnx_imagenet.plugins:build_repa",
-        "imagenet.scd": "nnx_imagenet.plugins:build_scd",
-    },
-}
-
-
-def register_plugins() -> None:
-    """Add the app's entries the trainer lacks, and the app's builders (idempotent)."""
-    for kind, table in APP_ENTRIES.items():
-        have = set(registry.names(kind))
-        for name, target in table.items():
-            if name not in have:
-                registry.register(kind, name, target)
-    for kind, table in APP_BUILDERS.items():
-        for name, target in table.items():
-            registry.register(kind, name, target)

@@ -13,7 +13,13 @@ from nnx_backbones.dinov2 import DINOv2, DINOv2Config, DINOv2Output, dinov2_conf
 from nnx_backbones.dit import DiT, dit_config
 from nnx_backbones.edm2_unet import EDM2Config, EDM2UNet, edm2_config
 from nnx_backbones.embeddings import LabelEmbedder, TimestepEmbedder, sinusoidal_embedding
-from nnx_backbones.errors import BackboneError, ShapeError, WeightsError, WeightsNotFoundError
+from nnx_backbones.errors import (
+    BackboneError,
+    LabelError,
+    ShapeError,
+    WeightsError,
+    WeightsNotFoundError,
+)
 from nnx_backbones.lightning_dit import LightningDiT
 from nnx_backbones.mlp import MLP
 from nnx_backbones.rae import RAE, RAEDecoderConfig, estimate_latent_stats
@@ -34,6 +40,7 @@ __all__ = [
     "EDM2Config",
     "EDM2UNet",
     "LabelEmbedder",
+    "LabelError",
     "LatentScaling",
     "LightningDDT",
     "LightningDiT",

@@ -26,6 +26,7 @@ import numpy as np
 from flax import nnx
 
 from nnx_backbones.contract import check_time
+from nnx_backbones.embeddings import check_labels
 from nnx_backbones.errors import ShapeError
 
 # ---------------------------------------------------------------------------------------------
@@ -329,6 +330,7 @@ class EDM2UNet(nnx.Module):
         emb = self.emb_noise(self.emb_fourier(t))
         if self.emb_label is not None:
             labels = jnp.full((b,), self.num_classes) if y is None else y
+            check_labels(labels, self.num_classes)  # eager only: one_hot would map them to null
             if train and cfg.label_dropout > 0:
                 drop = jax.random.bernoulli(self.rngs.label_dropout(), cfg.label_dropout, (b,))
                 labels = jnp.where(drop, self.num_classes, labels)

@@ -11,7 +11,10 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
+
+from nnx_backbones.errors import LabelError
 
 
 def sinusoidal_embedding(
@@ -60,11 +63,30 @@ class TimestepEmbedder(nnx.Module):
         return self.linear_2(nnx.silu(self.linear_1(emb)))
 
 
+def check_labels(y: jax.Array, num_classes: int) -> None:
+    """Raise `LabelError` if concrete labels `y` leave [0, num_classes]; tracers pass (no sync)."""
+    if isinstance(y, jax.core.Tracer):
+        return
+    y = np.asarray(y)
+    bad = (y < 0) | (y > num_classes)
+    if bad.any():
+        raise LabelError(
+            f"{int(bad.sum())} of {y.size} labels lie outside [0, {num_classes}] (the model has "
+            f"{num_classes} classes and the null label {num_classes}); e.g. {y[bad][:5].tolist()}. "
+            f"Check the dataset's labels against num_classes."
+        )
+
+
 class LabelEmbedder(nnx.Module):
     """Class-label embedding with a learned null label (index `num_classes`) for CFG.
 
     During training (`train=True`) labels are replaced by the null label with probability
     `dropout_prob`, drawn from the `label_dropout` stream of `rngs`. `train=False` never drops.
+
+    Labels must lie in [0, num_classes] (num_classes = the null label). Concrete labels (called
+    outside `jax.jit`) outside that range raise `LabelError`; under `jit` the check is not
+    possible without a host sync, and an out-of-range label gives a NaN embedding (`jnp.take`'s
+    fill mode) — data pipelines check labels at their boundary (nnx-imagenet does, per batch).
     """
 
     def __init__(
@@ -96,6 +118,7 @@ class LabelEmbedder(nnx.Module):
 
     def __call__(self, y: jax.Array, *, train: bool = False) -> jax.Array:
         """`y: [B]` int labels in [0, num_classes] → `[B, hidden_size]`."""
+        check_labels(y, self.num_classes)
         if train and self.dropout_prob > 0:
             y = self.drop_labels(y)
         return self.embedding_table(y)

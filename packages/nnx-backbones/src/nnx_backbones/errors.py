@@ -9,6 +9,10 @@ class ShapeError(BackboneError, ValueError):
     """An input did not have the shape a network expects."""
 
 
+class LabelError(BackboneError, ValueError):
+    """Class labels outside [0, num_classes] (the last index is the null label)."""
+
+
 class WeightsError(BackboneError):
     """Weights could not be loaded: missing file, bad hash, or keys that do not match."""
 

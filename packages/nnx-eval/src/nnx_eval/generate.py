@@ -9,7 +9,9 @@ For global batch b (samples b·B … b·B + B − 1):
 2. `images = sample_fn(fold_in(sample_key, b), labels)` under `jax.jit` with the labels sharded
    over a 1-D mesh of all devices (`"data"` axis) and the key replicated;
 3. `decode_fn(images)` if given (e.g. a VAE decoder: latents → images in [−1, 1]);
-4. uint8 conversion `floor(127.5·x + 128)` clipped to [0, 255] (EDM's rounding);
+4. uint8 conversion `floor(127.5·x + 128)` clipped to [0, 255] (EDM's rounding); a sample with
+   a NaN or Inf anywhere raises `InputError` naming how many (the cast would make it a black
+   image that FID / IS / sFID score quietly);
 5. each process passes its own slice (its addressable shards, `jax.process_index()`) to every
    consumer: `consumer.update(images [b, H, W, 3] uint8 np, labels [b] | None, indices [b])`.
 
@@ -126,12 +128,13 @@ def generate(
         x = sample_fn(key, labels)
         if decode_fn is not None:
             x = decode_fn(x)
-        return to_uint8(x)
+        finite = jnp.all(jnp.isfinite(x).reshape(x.shape[0], -1), axis=1)
+        return to_uint8(x), finite
 
     step_jit = jax.jit(
         step,
         in_shardings=(replicated, batch_sharding if num_classes else None),
-        out_shardings=batch_sharding,
+        out_shardings=(batch_sharding, batch_sharding),
     )
     num_batches = math.ceil(n / batch_size)
     bar = tqdm(total=n, unit="img", desc="generate", disable=not progress or jax.process_index())
@@ -145,10 +148,19 @@ def generate(
                 (batch_size,), batch_sharding, lambda idx: labels_np[idx]
             )
         key = jax.device_put(jax.random.fold_in(sample_key, b), replicated)
-        images = step_jit(key, labels)
+        images, finite = step_jit(key, labels)
         rows, local = _local_rows(images)
         keep = first + local < n
         rows, local = rows[keep], local[keep]
+        bad = int(np.sum(~_local_rows(finite)[0][keep]))
+        if bad:
+            bar.close()
+            raise InputError(
+                f"{bad} of the {len(local)} samples of batch {b} (samples {first}–"
+                f"{first + batch_size - 1}) contain NaN or Inf; metrics on them would score "
+                f"black images. The model or sampler diverged: check the checkpoint (its "
+                f"training loss), the guidance scale and the number of sampling steps."
+            )
         if rows.shape[0]:
             local_labels = None if labels_np is None else labels_np[local]
             for consumer in consumers:

@@ -57,6 +57,12 @@ class InceptionScoreAccumulator:
         logits = np.asarray(logits)
         if logits.ndim != 2:
             raise InputError(f"IS expects logits [B, C]; got shape {logits.shape}.")
+        bad = int(np.sum(~np.all(np.isfinite(logits), axis=1)))
+        if bad:
+            raise InputError(
+                f"{bad} of {logits.shape[0]} logit rows contain NaN or Inf; the Inception Score "
+                f"of them would be meaningless. Check the images fed to the feature network."
+            )
         b = logits.shape[0]
         if self.seen + b > self.num_samples:
             raise InputError(

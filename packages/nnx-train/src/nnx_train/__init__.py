@@ -18,7 +18,19 @@ from nnx_train.errors import (
     ShardingError,
     TrainError,
 )
-from nnx_train.trainer import TrainResult, build_interface, train
+
+# The trainer imports jax, flax and orbax; load it on first use so that reading and validating a
+# config (`nnx_train.config`) stays cheap (an app can reject a typo before importing jax).
+_LAZY = {"TrainResult", "build_interface", "train"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        from nnx_train import trainer
+
+        return getattr(trainer, name)
+    raise AttributeError(f"module 'nnx_train' has no attribute {name!r}")
+
 
 __version__ = "0.1.0"
 

@@ -5,12 +5,14 @@ that is not in it is rejected (with the closest valid names), and a value must h
 default (ints are accepted where floats are expected, lists where tuples are). Three sections are
 open: `model`, `interface` and `sample.sampler` hold a `name` plus the keyword arguments of the
 registered constructor of that name (checked against its signature); `data.kwargs` is passed to
-the app's data builder untouched. The README documents each field.
+the app's data builder untouched. The README documents each field. Values are checked too: a
+learning rate must be finite and > 0, a guidance scale finite and ≥ 0 (0 = off), step counts ≥ 1.
 """
 
 import difflib
 import inspect
 import json
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -109,6 +111,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.log.wandb_mode = "disabled"  # online | offline | disabled (WANDB_MODE env overrides)
     c.log.wandb_project = "nnx-diffusion"
     c.log.wandb_name = ""  # run name; "" = wandb's default
+    c.log.tensorboard = False  # also write TensorBoard event files to {workdir}/tensorboard
 
     c.sample = ml_collections.ConfigDict()
     c.sample.every_steps = 0  # PNG sample grids; 0 = off
@@ -125,18 +128,30 @@ def default_config() -> ml_collections.ConfigDict:
     return c
 
 
-def validate_config(config: ml_collections.ConfigDict | Mapping[str, Any]) -> None:
-    """Raise `ConfigError` on unknown keys (with close matches), wrong types or bad values."""
+def validate_config(
+    config: ml_collections.ConfigDict | Mapping[str, Any], *, check_constructors: bool = True
+) -> None:
+    """Raise `ConfigError` on unknown keys (with close matches), wrong types or bad values.
+
+    With `check_constructors=False` the open sections (`model`, `interface`, `sample.sampler`) are
+    not checked against their constructors' signatures, which needs importing them (and so jax),
+    only their registry names are; everything else is checked without importing jax.
+    """
     cfg = _to_dict(config)
     schema = _to_dict(default_config())
     errors: list[str] = []
     _check_section(cfg, schema, "", errors)
+    if not errors:  # types are right: values can be compared
+        _check_values(cfg, errors)
     for path, kind in OPEN_SECTIONS.items():
         section = _get(cfg, path)
-        if isinstance(section, dict):
+        if isinstance(section, dict) and check_constructors:
             _check_open(section, kind, path, errors)
-    if not errors:
-        _check_values(cfg, errors)
+        elif isinstance(section, dict) and isinstance(section.get("name"), str):
+            try:
+                registry.check_name(kind, section["name"])
+            except RegistryError as err:
+                errors.append(f"{path}.name: {err}")
     if errors:
         raise ConfigError("Invalid training config:\n  " + "\n  ".join(errors))
 
@@ -283,11 +298,52 @@ def _check_values(cfg: dict, errors: list[str]) -> None:
     choice("optimizer.name", OPTIMIZERS)
     choice("optimizer.schedule", SCHEDULES)
     choice("log.wandb_mode", WANDB_MODES)
-    positive = ("total_steps", "data.global_batch_size", "train.grad_accum", "log.every_steps")
+    positive = ("total_steps", "data.global_batch_size", "train.grad_accum", "log.every_steps",
+                "checkpoint.keep_last", "sample.num_images", "eval.num_images")  # fmt: skip
     for path in positive:
         value = _get(cfg, path)
         if value is not None and value < 1:
             errors.append(f"{path} must be ≥ 1; got {value}.")
+    non_negative = ("optimizer.warmup_steps", "optimizer.decay_steps", "optimizer.ref_steps",
+                    "optimizer.weight_decay", "optimizer.grad_clip", "checkpoint.every_steps",
+                    "checkpoint.keep_every", "sample.every_steps", "eval.every_steps",
+                    "posthoc_ema.snapshot_every", "train.max_nonfinite")  # fmt: skip
+    for path in non_negative:
+        value = _get(cfg, path)
+        if isinstance(value, int | float) and not (math.isfinite(value) and value >= 0):
+            errors.append(f"{path} must be a finite number ≥ 0; got {value}.")
+    lr = _get(cfg, "optimizer.lr")
+    if isinstance(lr, int | float) and not (math.isfinite(lr) and lr > 0):
+        errors.append(
+            f"optimizer.lr must be finite and > 0 (the peak learning rate; the schedule only "
+            f"scales it down); got {lr}."
+        )
+    ratio = _get(cfg, "optimizer.min_lr_ratio")
+    if isinstance(ratio, int | float) and not 0.0 <= ratio <= 1.0:
+        errors.append(f"optimizer.min_lr_ratio must lie in [0, 1]; got {ratio}.")
+    w = _get(cfg, "sample.guidance")
+    if isinstance(w, int | float) and not (math.isfinite(w) and w >= 0):
+        errors.append(
+            f"sample.guidance must be a finite scale w ≥ 0 (0 = off, 1 = conditional only, "
+            f"> 1 = stronger guidance); got {w}."
+        )
+    decays = tuple(_get(cfg, "ema.decays") or ())
+    for path in ("sample.ema", "eval.ema"):
+        which = _get(cfg, path)
+        if not isinstance(which, str) or which == "":
+            continue
+        try:
+            ok = any(math.isclose(float(which), d) for d in decays)
+        except ValueError:
+            ok = False
+        if not ok:
+            errors.append(
+                f"{path} = {which!r} must be '' (raw weights) or one of ema.decays {decays} "
+                f"(as a string, e.g. {str(decays[0]) if decays else '0.999'!r})."
+            )
+    steps = _get(cfg, "sample.sampler.num_steps")
+    if isinstance(steps, int) and steps < 1:
+        errors.append(f"sample.sampler.num_steps must be ≥ 1; got {steps}.")
     batch, accum = _get(cfg, "data.global_batch_size"), _get(cfg, "train.grad_accum")
     if batch and accum and batch % accum:
         errors.append(

@@ -1,7 +1,13 @@
-"""Metrics: a local JSONL file (always), wandb (online / offline / disabled), a tqdm bar, MFU.
+"""Metrics: a JSONL file (always), wandb (online / offline / disabled), TensorBoard (optional,
+tensorboardX event files under `{workdir}/tensorboard`), a tqdm bar, MFU.
 
 Only process 0 writes. wandb is imported lazily and never needs an API key unless mode="online";
 the WANDB_MODE environment variable overrides the configured mode.
+
+Resumes: a run that died after logging step M but whose last checkpoint is step N < M resumes from
+N and logs steps N+1… again. Every record carries `segment` (0 for the first start, +1 per
+resume); `read_metrics` drops the records of the abandoned part of an earlier segment (steps
+after the step the next segment resumed from), so plots never interleave two histories.
 
 MFU = (FLOPs of one compiled step per device × steps/s) / (peak FLOP/s per device), with FLOPs
 from the compiled step's `cost_analysis()` and the peak either given or looked up by device kind.
@@ -80,15 +86,28 @@ class MetricsLogger:
         wandb_name: str = "",
         config: Mapping | None = None,
         progress_bar: bool = True,
+        tensorboard: bool = False,
         enabled: bool = True,
     ):
         self.enabled = enabled
         self.path = fileio.join(workdir, "metrics.jsonl")
         self._wandb = None
         self._bar = None
+        self._tb = None
+        self.segment = 0
         if not enabled:
             return
         fileio.makedirs(workdir)
+        if fileio.path(self.path).exists():
+            text = fileio.path(self.path).read_text()
+            self.segment = text.count('"event": "start"')
+            if text and not text.endswith("\n"):  # a killed run's partial line: end it
+                with fileio.path(self.path).open("a") as f:
+                    f.write("\n")
+        if tensorboard:
+            from tensorboardX import SummaryWriter
+
+            self._tb = SummaryWriter(logdir=fileio.join(workdir, "tensorboard"))
         mode = os.environ.get("WANDB_MODE", wandb_mode)
         if mode != "disabled":
             import wandb
@@ -110,12 +129,16 @@ class MetricsLogger:
         """Append one record {"step", "time", **metrics} (scalars made JSON-able)."""
         if not self.enabled:
             return
-        record = {"step": int(step), "time": time.time()}
+        record = {"step": int(step), "time": time.time(), "segment": self.segment}
         record.update({k: _scalar(v) for k, v in metrics.items()})
         with fileio.path(self.path).open("a") as f:
             f.write(json.dumps(record) + "\n")
         if self._wandb is not None:
             self._wandb.log({k: v for k, v in record.items() if k != "step"}, step=int(step))
+        if self._tb is not None:
+            for k, v in record.items():
+                if k not in ("step", "time", "segment") and _is_number(v):
+                    self._tb.add_scalar(k, v, global_step=int(step))
         if self._bar is not None and "loss" in record:
             self._bar.set_postfix(loss=f"{record['loss']:.4g}", refresh=False)
 
@@ -128,6 +151,41 @@ class MetricsLogger:
             self._bar.close()
         if self._wandb is not None:
             self._wandb.finish()
+        if self._tb is not None:
+            self._tb.close()
+
+
+def read_metrics(path: str) -> list[dict]:
+    """The records of a metrics.jsonl in order, without the abandoned part of each resumed
+    segment (records of segment k with a step after the step segment j > k resumed from) and
+    without lines a killed run left half-written."""
+    records = []
+    for line in _lines(path):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:  # a partial last line of a killed run
+            continue
+    segment, resumed_at = 0, {}  # files written before `segment` existed: count start events
+    for r in records:
+        if r.get("event") == "start":
+            segment = r.get("segment", len(resumed_at))
+            resumed_at[segment] = r["step"]
+        r.setdefault("segment", segment)
+    out = []
+    for r in records:
+        later = [s for seg, s in resumed_at.items() if seg > r["segment"]]
+        if not later or r["step"] <= min(later):
+            out.append(r)
+    return out
+
+
+def _lines(path: str) -> list[str]:
+    with fileio.path(path).open("r") as f:
+        return f.read().splitlines()
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
 
 
 def _scalar(v: Any) -> Any:

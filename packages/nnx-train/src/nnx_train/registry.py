@@ -71,8 +71,8 @@ def names(kind: str) -> list[str]:
     return sorted(_REGISTRY[kind])
 
 
-def resolve(kind: str, name: str) -> Callable[..., Any]:
-    """The constructor registered under `name`; raises `RegistryError` with close matches."""
+def check_name(kind: str, name: str) -> None:
+    """Raise `RegistryError` (with close matches) unless `name` is registered; imports nothing."""
     _check_kind(kind)
     table = _REGISTRY[kind]
     if name not in table:
@@ -82,7 +82,12 @@ def resolve(kind: str, name: str) -> Callable[..., Any]:
             f"Unknown {kind} name {name!r}.{hint} Registered: {', '.join(sorted(table))}. "
             f"Add your own with nnx_train.registry.register({kind!r}, {name!r}, 'module:Class')."
         )
-    target = table[name]
+
+
+def resolve(kind: str, name: str) -> Callable[..., Any]:
+    """The constructor registered under `name`; raises `RegistryError` with close matches."""
+    check_name(kind, name)
+    target = _REGISTRY[kind][name]
     if callable(target):
         return target
     module_name, _, attr = target.partition(":")

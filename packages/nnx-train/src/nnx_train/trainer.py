@@ -7,8 +7,10 @@
 batches `{"x": [b, *data.shape], "y": [b] (optional)}`, b = global_batch_size / process_count; a
 grain iterator (with get_state / set_state) makes resumes continue the exact data order.
 
-SIGTERM (preemption): the current step finishes, a checkpoint is saved and `train` returns with
-`preempted=True` (the caller exits 0). K consecutive non-finite steps raise `NonFiniteError`
+SIGTERM (preemption) or SIGINT (Ctrl-C): the current step finishes, a checkpoint is saved and
+`train` returns with `preempted=True` (the caller exits 0); a second Ctrl-C stops at once.
+Progress (building, restoring, compiling, resumed / interrupted at step N) goes to the
+`nnx_train.trainer` logger at INFO. K consecutive non-finite steps raise `NonFiniteError`
 after pending saves finish (the parameters were never updated with non-finite values).
 """
 
@@ -110,6 +112,8 @@ def train(
     replicated = NamedSharding(mesh, PartitionSpec())
 
     # ===== model + interface (abstract: nothing is allocated yet) ================================
+    log.info("building %s / %s on %d devices", config.model.name, config.interface.name,
+             jax.device_count())  # fmt: skip
     abstract_iface = nnx.eval_shape(lambda: build_interface(config))
     graphdef, abs_params, abs_rng, _ = state_lib.split_module(abstract_iface)
     rng_template = state_lib.key_template(abs_rng)
@@ -175,12 +179,14 @@ def train(
     )
     restored = None
     if config.checkpoint.resume:
+        log.info("looking for a checkpoint to restore under %s", ckpt_dir)
         restored = ckpt.restore(abstract_state, data_iter, config)
     if restored is not None:
         start_step, state = restored
         log.info("resumed from step %d under %s", start_step, ckpt_dir)
     else:
         start_step = 0
+        log.info("initialising a new run (checkpoints go to %s)", ckpt_dir)
         state = jax.jit(init_state, out_shardings=state_shardings)()
     snapshots = None
     if config.posthoc_ema.stds and config.posthoc_ema.snapshot_every > 0:
@@ -211,7 +217,9 @@ def train(
         out_shardings=(state_shardings, replicated),
         donate_argnums=0,
     )
+    log.info("compiling the train step")
     compiled = jitted.lower(abstract_state, abstract_batch).compile()
+    log.info("training steps %d → %d", start_step, config.total_steps)
     flops = metrics_lib.compiled_flops(compiled)
     peak = config.log.peak_flops or metrics_lib.detect_peak_flops()
 
@@ -225,6 +233,7 @@ def train(
         wandb_name=config.log.wandb_name,
         config=config.to_dict(),
         progress_bar=config.log.progress_bar and is_main,
+        tensorboard=config.log.tensorboard,
         enabled=is_main,
     )
     if is_main:
@@ -300,6 +309,9 @@ def train(
                 save(step)
             if stop:
                 preempted = True
+                why = "interrupted" if preempt.signal == "SIGINT" else "preempted"
+                log.info("%s at step %d; checkpoint saved; rerun the same command to resume",
+                         why, step)  # fmt: skip
                 break
             if step < config.total_steps:
                 batch_np = next(data_iter)
@@ -308,21 +320,33 @@ def train(
         if snapshots is not None:
             snapshots.close()
         logger.close()
-        signal.signal(signal.SIGTERM, previous_handler)
+        for signum, handler in previous_handler.items():
+            signal.signal(signum, handler)
     return TrainResult(state, step, preempted, result_metrics, ckpt_dir)
 
 
 # --- helpers -----------------------------------------------------------------------------------
-def _install_sigterm(event: threading.Event) -> Any:
-    """SIGTERM sets `event` (main thread only); returns the previous handler."""
+def _install_sigterm(event: threading.Event) -> dict:
+    """SIGTERM and SIGINT set `event` and record the signal's name in `event.signal` (main thread
+    only; a second SIGINT raises KeyboardInterrupt at once); returns the previous handlers."""
+    event.signal = ""
     if threading.current_thread() is not threading.main_thread():
-        return signal.getsignal(signal.SIGTERM)
-    return signal.signal(signal.SIGTERM, lambda signum, frame: event.set())
+        return {}
+
+    def handler(signum, frame):
+        if signum == signal.SIGINT and event.is_set():
+            raise KeyboardInterrupt
+        event.signal = signal.Signals(signum).name
+        event.set()
+        if signum == signal.SIGINT:
+            log.warning("Ctrl-C: finishing this step and saving (Ctrl-C again to stop at once)")
+
+    return {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
 
 
 def _should_stop(event: threading.Event, step: int, every: int) -> bool:
-    """True once SIGTERM arrived. With several processes the flag is all-gathered (one tiny host
-    sync) at logging steps only, so that every process stops after the same step."""
+    """True once SIGTERM / SIGINT arrived. With several processes the flag is all-gathered (one
+    tiny host sync) at logging steps only, so that every process stops after the same step."""
     if jax.process_count() == 1:
         return event.is_set()
     if step % every:

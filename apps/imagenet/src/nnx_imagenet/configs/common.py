@@ -149,12 +149,16 @@ def apply_preset(
     arg: str | None,
     presets: dict[str, Callable[[ml_collections.ConfigDict], None]],
     default: str,
+    smoke_fn: Callable[[ml_collections.ConfigDict], None] | None = None,
 ) -> ml_collections.ConfigDict:
-    """Apply `arg` (e.g. "xl2", or "xl2,smoke"; None = `default`) from `presets`; "smoke" shrinks.
+    """Apply `arg` (e.g. "xl2", or "xl2,smoke"; None = `default`) from `presets`; "smoke" shrinks
+    (with `smoke_fn`, default `smoke` + `smoke_model`).
 
     Raises:
       ConfigError: naming the unknown preset and the valid ones.
     """
+    if _PRESET_LOG is not None:
+        _PRESET_LOG.append((sorted(presets), default))
     parts = [p for p in (arg or default).split(",") if p]
     if parts == ["smoke"]:
         parts = [default, "smoke"]
@@ -168,56 +172,127 @@ def apply_preset(
             )
         presets[part](c)
     if "smoke" in parts:
-        smoke(c)
-        if "hidden_size" in c.model:
-            smoke_model(c.model)
+        if smoke_fn is not None:
+            smoke_fn(c)
+        else:
+            smoke(c)
+            if "hidden_size" in c.model:
+                smoke_model(c.model)
     return c
 
 
-def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+_PRESET_LOG: list | None = None
+
+
+def list_presets(get_config: Callable[[str | None], ml_collections.ConfigDict]) -> tuple:
+    """(preset names, default preset) of a config file's `get_config`, read by calling it once
+    with its default preset; ((), None) for a config that does not use `apply_preset`."""
+    global _PRESET_LOG
+    _PRESET_LOG = []
+    try:
+        get_config(None)
+        return _PRESET_LOG[0] if _PRESET_LOG else ((), None)
+    finally:
+        _PRESET_LOG = None
+
+
+def validate(
+    c: ml_collections.ConfigDict, *, check_constructors: bool = True
+) -> ml_collections.ConfigDict:
     """Check `c` against the trainer schema and the app's data section; return it unchanged.
+
+    `check_constructors=False` skips checking `model` / `interface` / `sample.sampler` keys
+    against their constructors' signatures (which imports them, and so jax); the CLI checks
+    everything else first, so that a typo is reported in well under a second.
 
     Raises:
       ConfigError: listing every unknown key (with the closest valid names), wrong type or bad
         value, before anything is built or compiled.
     """
-    import difflib
-
-    from nnx_imagenet.plugins import register_plugins
+    from nnx_imagenet.plugin_names import register_plugins
     from nnx_train.config import validate_config
     from nnx_train.errors import ConfigError as TrainConfigError
 
     register_plugins()
     errors = []
     try:
-        validate_config(c)
+        validate_config(c, check_constructors=check_constructors)
     except TrainConfigError as e:
         errors.append(str(e))
+    errors += _data_errors(c)
+    if c.eval.get("every_steps", 0):
+        errors.append(
+            f"eval.every_steps = {c.eval.every_steps}: nnx-imagenet train runs no evaluation "
+            f"during training; set --config.eval.every_steps=0 and score checkpoints with "
+            f"`nnx-imagenet eval --step=N` (sample grids during training: sample.every_steps)."
+        )
+    if errors:
+        raise ConfigError("\n".join(errors))
+    return c
+
+
+def _data_errors(c: ml_collections.ConfigDict) -> list[str]:
+    """The app's `data` section: a known `data.name`, its `data.kwargs`, labels and shapes."""
+    import difflib
+
+    errors = []
     name = c.data.get("name", "")
     if name not in DATA_KWARGS:
         close = difflib.get_close_matches(str(name), DATA_KWARGS, n=2)
         hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
-        errors.append(f"data.name = {name!r} is not one of {', '.join(DATA_KWARGS)}.{hint}")
-    else:
-        allowed = DATA_KWARGS[name]
-        for key, value in c.data.kwargs.items():
-            if key not in allowed:
-                close = difflib.get_close_matches(key, allowed, n=3, cutoff=0.5)
+        return [f"data.name = {name!r} is not one of {', '.join(DATA_KWARGS)}.{hint}"]
+    allowed = DATA_KWARGS[name]
+    for key, value in c.data.kwargs.items():
+        if key not in allowed:
+            close = difflib.get_close_matches(key, allowed, n=3, cutoff=0.5)
+            hint = f" Did you mean {', '.join(f'data.kwargs.{k}' for k in close)}?" if close else ""
+            if name == "synthetic" and key == "root":  # a smoke preset given a real dataset
                 hint = (
-                    f" Did you mean {', '.join(f'data.kwargs.{k}' for k in close)}?"
-                    if close
-                    else ""
+                    " Smoke presets train on synthetic data; to train the smoke-size model on "
+                    "real data add --config.data.name=latents (or image_folder, ...)."
                 )
-                errors.append(
-                    f"unknown field data.kwargs.{key!r} for data.name={name!r}.{hint} Valid: "
-                    f"{', '.join(sorted(allowed))}."
-                )
-            elif not isinstance(value, type(allowed[key])) and not (
-                isinstance(allowed[key], float) and isinstance(value, int)
-            ):
-                errors.append(
-                    f"data.kwargs.{key} must be {type(allowed[key]).__name__}; got {value!r}."
-                )
-    if errors:
-        raise ConfigError("\n".join(errors))
-    return c
+            errors.append(
+                f"unknown field data.kwargs.{key!r} for data.name={name!r}.{hint} Valid: "
+                f"{', '.join(sorted(allowed))}."
+            )
+        elif not isinstance(value, type(allowed[key])) and not (
+            isinstance(allowed[key], float) and isinstance(value, int)
+        ):
+            errors.append(
+                f"data.kwargs.{key} must be {type(allowed[key]).__name__}; got {value!r}."
+            )
+    kw = c.data.kwargs
+    for key, low in (("resolution", 8), ("num_threads", 1), ("num_examples", 1)):
+        if isinstance(kw.get(key), int) and kw[key] < low:
+            errors.append(f"data.kwargs.{key} must be ≥ {low}; got {kw[key]}.")
+    held_out = kw.get("held_out")
+    if isinstance(held_out, int | float) and not 0.0 < held_out < 1.0:
+        errors.append(f"data.kwargs.held_out (the held-out fraction) must lie in (0, 1); got "
+                      f"{held_out}.")  # fmt: skip
+    missing = sorted(set(allowed) - set(c.data.kwargs))
+    if missing:
+        errors.append(
+            f"data.kwargs lacks {', '.join(missing)} for data.name={name!r}; set them with "
+            f"--config.data.kwargs.KEY=VALUE (defaults: "
+            f"{', '.join(f'{k}={allowed[k]!r}' for k in missing)})."
+        )
+    n_data = c.data.num_classes
+    n_model = c.model.get("num_classes", None)
+    if isinstance(n_model, int) and n_model and isinstance(n_data, int) and n_data > n_model:
+        errors.append(
+            f"data.num_classes = {n_data} but model.num_classes = {n_model}: labels ≥ "
+            f"{n_model} have no embedding; set --config.model.num_classes={n_data}."
+        )
+    resolution = c.data.kwargs.get("resolution", None)
+    shape = tuple(c.data.shape)
+    repa = c.interface.get("name", "") == "imagenet.repa"  # REPA encodes raw images per batch
+    pixels = name in ("image_folder", "tfds") and not repa and isinstance(resolution, int)
+    if pixels and shape != (resolution, resolution, 3):
+        errors.append(
+            f"data.name = {name!r} makes {resolution}×{resolution} RGB images (data.kwargs."
+            f"resolution) but data.shape = {shape}; for pixel-space training set "
+            f"--config.data.shape='({resolution}, {resolution}, 3)' and the model's input "
+            f"to match (e.g. --config.model.input_size={resolution} "
+            f"--config.model.in_channels=3), or use --config.data.name=latents."
+        )
+    return errors

@@ -145,4 +145,5 @@ def build_train_dataset(
         flip=bool(kw.get("flip", False)),
         shard=shard,
         num_threads=kw.get("num_threads", 4),
+        num_classes=config.data.num_classes,
     )

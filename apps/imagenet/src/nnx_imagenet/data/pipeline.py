@@ -57,6 +57,26 @@ def images_to_float(batch: dict) -> dict:
     return {"x": batch["x"].astype(np.float32) / 127.5 - 1.0, "y": batch["y"]}
 
 
+class CheckLabels:
+    """Batch map raising `DataError` when a label leaves [0, num_classes): out-of-range labels
+    would index past the label embedding (NaN under jit) and the run would blame the lr."""
+
+    def __init__(self, num_classes: int, source: str):
+        self.num_classes, self.source = num_classes, source
+
+    def __call__(self, batch: dict) -> dict:
+        y = np.asarray(batch["y"])
+        bad = (y < 0) | (y >= self.num_classes)
+        if bad.any():
+            raise DataError(
+                f"{self.source} yields labels outside [0, {self.num_classes}) "
+                f"(data.num_classes = {self.num_classes}): {sorted(set(y[bad].tolist()))[:5]} "
+                f"in a batch of {y.size}. Set --config.data.num_classes (and model.num_classes) "
+                f"to the dataset's class count, or fix the labels."
+            )
+        return batch
+
+
 def make_dataset(
     source: Any,
     *,
@@ -69,6 +89,7 @@ def make_dataset(
     num_epochs: int | None = None,
     num_threads: int = 8,
     prefetch_buffer_size: int = 64,
+    num_classes: int = 0,
 ) -> grain.IterDataset:
     """Build the training stream over a random-access `source`.
 
@@ -82,6 +103,7 @@ def make_dataset(
       shuffle: global shuffle, reseeded each epoch.
       num_epochs: None repeats forever (training); an int stops after that many passes.
       num_threads, prefetch_buffer_size: grain read threads and their buffer.
+      num_classes: > 0: every batch's labels are checked to lie in [0, num_classes).
 
     Returns:
       A grain `IterDataset`; `it = iter(ds)` yields `{"x", "y"}` batches and has
@@ -113,6 +135,8 @@ def make_dataset(
     ds = ds.batch(batch_size, drop_remainder=True)
     if kind == "image":
         ds = ds.map(images_to_float)
+    if num_classes > 0:
+        ds = ds.map(CheckLabels(num_classes, repr(source)))
     return ds
 
 

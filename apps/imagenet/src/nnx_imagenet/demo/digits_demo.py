@@ -6,7 +6,6 @@ Writes into the workdir:
     quality_report.{json,txt}
 """
 
-import json
 from pathlib import Path
 
 import jax
@@ -26,16 +25,16 @@ def _to_unit(images: np.ndarray) -> np.ndarray:
     return images.astype(np.float32)[..., None] / 127.5 - 1.0
 
 
-def read_losses(workdir: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """(steps, losses) of every metrics.jsonl record holding a "loss"."""
-    steps, losses = [], []
-    with open(Path(workdir) / "metrics.jsonl") as f:
-        for line in f:
-            rec = json.loads(line)
-            if "loss" in rec:
-                steps.append(rec["step"])
-                losses.append(rec["loss"])
-    return np.asarray(steps), np.asarray(losses)
+def read_losses(workdir: str | Path) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """(steps, losses, resume steps) of metrics.jsonl's "loss" records, without the abandoned
+    part of a resumed run (`nnx_train.metrics.read_metrics`)."""
+    from nnx_train.metrics import read_metrics
+
+    records = read_metrics(str(Path(workdir) / "metrics.jsonl"))
+    rows = [(r["step"], r["loss"]) for r in records if "loss" in r]
+    resumed = [r["step"] for r in records if r.get("event") == "start" and r["segment"] > 0]
+    steps, losses = zip(*rows, strict=True) if rows else ((), ())
+    return np.asarray(steps), np.asarray(losses, np.float64), resumed
 
 
 def finish_digits_demo(config: ml_collections.ConfigDict, state: dict) -> dict:
@@ -67,7 +66,8 @@ def finish_digits_demo(config: ml_collections.ConfigDict, state: dict) -> dict:
     per_class = max(1, min(10, n // NUM_CLASSES))
     grid = np.stack([samples[labels == c][:per_class] for c in range(NUM_CLASSES)])
     save_class_grid(grid, workdir / "samples_per_class.png")
-    steps, losses = read_losses(workdir)
-    if len(steps) >= 2:
-        save_loss_curve(steps, losses, workdir / "loss_curve.png", smooth=max(1, len(steps) // 20))
+    steps, losses, resumed = read_losses(workdir)
+    if np.isfinite(losses).sum() >= 2:
+        save_loss_curve(steps, losses, workdir / "loss_curve.png",
+                        smooth=max(1, len(steps) // 20), resumed_at=resumed)  # fmt: skip
     return report

@@ -1,6 +1,7 @@
-"""PNG figures drawn with PIL only (no matplotlib): a loss curve and a per-class sample grid."""
+"""PNG figures: the training-loss curve (matplotlib) and a per-class sample grid (PIL)."""
 
 import os
+from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -13,42 +14,45 @@ def save_loss_curve(
     *,
     size: tuple[int, int] = (640, 400),
     smooth: int = 20,
+    resumed_at: Sequence[int] = (),
 ) -> None:
-    """Plot training loss against step (raw in grey, moving average of `smooth` in blue)."""
+    """Plot training loss against step: every logged value (grey), its moving average over
+    `smooth` records (blue), non-finite values as red ticks on the x-axis, and dotted lines at
+    the steps a resume restarted from. The y-axis spans every finite value (log scale when they
+    cover more than two decades), so a spike is never clipped away.
+
+    Raises:
+      ValueError: fewer than two finite losses.
+    """
+    from matplotlib.figure import Figure  # no pyplot: no global backend state
+
     steps, losses = np.asarray(steps, np.float64), np.asarray(losses, np.float64)
     ok = np.isfinite(losses)
-    steps, losses = steps[ok], losses[ok]
-    if len(steps) < 2:
-        raise ValueError(f"Need at least two finite loss values to plot; got {len(steps)}.")
-    w, h = size
-    left, right, top, bottom = 70, 20, 30, 50
-    img = Image.new("RGB", size, "white")
-    draw = ImageDraw.Draw(img)
-    lo, hi = float(np.min(losses)), float(np.percentile(losses, 99))
-    hi = hi if hi > lo else lo + 1.0
-    x0, x1 = float(steps[0]), float(steps[-1]) if steps[-1] > steps[0] else float(steps[0]) + 1
-
-    def to_px(s: np.ndarray, v: np.ndarray) -> list[tuple[float, float]]:
-        px = left + (s - x0) / (x1 - x0) * (w - left - right)
-        py = top + (1 - (np.clip(v, lo, hi) - lo) / (hi - lo)) * (h - top - bottom)
-        return list(zip(px.tolist(), py.tolist(), strict=True))
-
-    # Axes, ticks and labels.
-    draw.line([(left, top), (left, h - bottom), (w - right, h - bottom)], fill="black")
-    for frac in np.linspace(0, 1, 5):
-        y = top + (1 - frac) * (h - top - bottom)
-        draw.line([(left - 4, y), (left, y)], fill="black")
-        draw.text((5, y - 6), f"{lo + frac * (hi - lo):.4g}", fill="black")
-        x = left + frac * (w - left - right)
-        draw.line([(x, h - bottom), (x, h - bottom + 4)], fill="black")
-        draw.text((x - 12, h - bottom + 8), f"{x0 + frac * (x1 - x0):.0f}", fill="black")
-    draw.text((w // 2 - 15, h - 20), "step", fill="black")
-    draw.text((left, 8), "training loss", fill="black")
-    draw.line(to_px(steps, losses), fill=(190, 190, 190))
-    k = max(1, min(smooth, len(losses) // 2))
-    avg = np.convolve(losses, np.ones(k) / k, mode="valid")
-    draw.line(to_px(steps[k - 1 :], avg), fill=(31, 119, 180), width=2)
-    img.save(path)
+    if ok.sum() < 2:
+        raise ValueError(f"Need at least two finite loss values to plot; got {int(ok.sum())}.")
+    fig = Figure(figsize=(size[0] / 100, size[1] / 100), dpi=100)
+    ax = fig.add_subplot()
+    ax.plot(steps[ok], losses[ok], color="0.7", linewidth=1, label="loss (logged)")
+    k = max(1, min(smooth, int(ok.sum()) // 2))
+    if k > 1:
+        avg = np.convolve(losses[ok], np.ones(k) / k, mode="valid")
+        ax.plot(steps[ok][k - 1 :], avg, color="tab:blue", linewidth=2,
+                label=f"moving average ({k} records)")  # fmt: skip
+    bad = int((~ok).sum())
+    if bad:
+        ax.plot(steps[~ok], np.zeros(bad), "|", color="tab:red", markersize=12,
+                transform=ax.get_xaxis_transform(), label=f"non-finite ({bad})")  # fmt: skip
+    for i, s in enumerate(resumed_at):
+        ax.axvline(s, color="0.3", linestyle=":", label="resumed" if i == 0 else None)
+    finite = losses[ok]
+    if finite.min() > 0 and finite.max() / finite.min() > 100:
+        ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper right", fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path)
 
 
 def save_class_grid(
