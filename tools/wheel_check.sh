@@ -49,7 +49,7 @@ ls "$work/dist"
 while read -r name dir _; do
   cmp -s LICENSE "$dir/LICENSE" || { echo "wheel check: $dir/LICENSE differs from ./LICENSE"; exit 1; }
   whl=$(ls "$work/dist/${name//-/_}"-*.whl)
-  unzip -l "$whl" | grep -q 'dist-info/licenses/LICENSE' \
+  unzip -Z1 "$whl" | grep 'dist-info/licenses/LICENSE$' > /dev/null \
     || { echo "wheel check: $whl ships no LICENSE"; exit 1; }
 done < "$work/members.txt"
 
@@ -74,6 +74,7 @@ run_isolated() {  # venv, what to run (a file), from a fresh folder outside the 
 }
 
 for name in $selected; do
+  SECONDS=0
   read -r _ dir deps < <(grep "^$name " "$work/members.txt") \
     || { echo "wheel check: unknown member $name (known: $all_names)"; exit 1; }
   echo "== $name alone (with: ${deps:-no other member})"
@@ -83,22 +84,31 @@ for name in $selected; do
   for m in $name $deps; do wheels+=("$(ls "$work/dist/${m//-/_}"-*.whl)"); done
   uv pip install -q --python "$venv/bin/python" -c "$work/constraints.txt" "${wheels[@]}"
   pkg=${name//-/_}
-  echo "import $pkg; print('$name', $pkg.__version__ if hasattr($pkg, '__version__') else '')" \
-    > "$work/import_$pkg.py"
-  run_isolated "$venv" "$work/import_$pkg.py"
+  absent=()
   for other in $all_names; do
-    case " $name $deps " in *" $other "*) continue ;; esac
-    if (cd "$work" && "$venv/bin/python" -c "import ${other//-/_}" 2>/dev/null); then
-      echo "wheel check: ${other//-/_} is importable in the $name-only environment"; exit 1
-    fi
+    case " $name $deps " in *" $other "*) ;; *) absent+=("${other//-/_}") ;; esac
   done
+  # One process: import it, check the members above it are absent, then the README example.
+  cat > "$work/check_$pkg.py" <<PY
+import importlib.util
+
+import $pkg
+
+present = [m for m in "${absent[*]}".split() if importlib.util.find_spec(m) is not None]
+assert not present, f"{present} importable in the $name-only environment"
+print("$name", getattr($pkg, "__version__", ""), "imports alone; absent: ${absent[*]:-none}")
+PY
   first_example "$dir/README.md" > "$work/example_$pkg.py"
+  cp "$work/check_$pkg.py" "$work/import_$pkg.py"
   if [ -s "$work/example_$pkg.py" ]; then
-    run_isolated "$venv" "$work/example_$pkg.py" > "$work/example_$pkg.out"
-    echo "$name: README example ran ($(wc -l < "$work/example_$pkg.out") lines of output)"
+    printf '\n# --- %s README, first runnable example ---\n' "$name" >> "$work/check_$pkg.py"
+    cat "$work/example_$pkg.py" >> "$work/check_$pkg.py"
   else
     echo "$name: README has no runnable python example"
   fi
+  run_isolated "$venv" "$work/check_$pkg.py" > "$work/check_$pkg.out"
+  head -1 "$work/check_$pkg.out"
+  echo "$name: done in ${SECONDS} s"
 done
 
 case " $selected " in *" nnx-interfaces "*)
@@ -106,7 +116,7 @@ case " $selected " in *" nnx-interfaces "*)
   uv venv -q --python "$python" "$work/venv-src"
   uv pip install -q --no-sources --python "$work/venv-src/bin/python" -c "$work/constraints.txt" \
     ./packages/nnx-backbones ./packages/nnx-interfaces
-  run_isolated "$work/venv-src" "$work/example_nnx_interfaces.py" > /dev/null
+  run_isolated "$work/venv-src" "$work/import_nnx_interfaces.py"
   echo "== nnx-interfaces by git+…#subdirectory= (this repository's HEAD)"
   uv venv -q --python "$python" "$work/venv-git"
   url="git+file://$root@$(git rev-parse HEAD)"
