@@ -32,13 +32,15 @@ from typing import Any
 
 import pytest
 
-_FENCE = re.compile(r"^(?P<fence>`{3,}|~{3,})\s*(?P<lang>[\w+-]*)(?P<info>.*)$")
+_FENCE = re.compile(r"^(?P<indent> *)(?P<fence>`{3,}|~{3,})\s*(?P<lang>[\w+-]*)(?P<info>.*)$")
 _SKIP = re.compile(r"^\s*<!--\s*skip-test\s*:?(?P<reason>.*?)-->\s*$")
 _PYTHON = {"python", "py", "python3"}
 
 
 def python_blocks(text: str, where: str = "<markdown>") -> list[tuple[int, str, str | None]]:
-    """The top-level ```python blocks of a Markdown text: (first code line, code, skip reason).
+    """The ```python blocks of a Markdown text: (first code line, code, skip reason).
+
+    Fences indented inside list items count too (their indentation is removed).
 
     `first code line` is 1-based. A block whose fence is preceded by `<!-- skip-test: why -->`
     carries that reason; a skip marker without a reason is an error (say why it cannot run).
@@ -51,9 +53,9 @@ def python_blocks(text: str, where: str = "<markdown>") -> list[tuple[int, str, 
         if not m:
             i += 1
             continue
-        fence, lang = m["fence"], m["lang"].lower()
+        indent, fence, lang = len(m["indent"]), m["fence"], m["lang"].lower()
         j = i + 1
-        while j < len(lines) and not lines[j].startswith(fence[0] * len(fence)):
+        while j < len(lines) and not lines[j].lstrip(" ").startswith(fence[0] * len(fence)):
             j += 1
         if lang in _PYTHON:
             k = i - 1
@@ -68,7 +70,12 @@ def python_blocks(text: str, where: str = "<markdown>") -> list[tuple[int, str, 
                         f"{where}:{k + 1}: `<!-- skip-test -->` needs a reason, e.g. "
                         "`<!-- skip-test: downloads the SD-VAE weights -->`."
                     )
-            blocks.append((i + 2, "\n".join(lines[i + 1 : j]) + "\n", reason))
+            # A fence indented inside a list item: its lines carry the same indentation.
+            code = "\n".join(
+                line[indent:] if not line[:indent].strip() else line.lstrip(" ")
+                for line in lines[i + 1 : j]
+            )
+            blocks.append((i + 2, code + "\n", reason))
         i = j + 1
     return blocks
 
@@ -115,7 +122,7 @@ class MarkdownBlock(pytest.Item):
             tree = ast.parse(padded, str(self.path))
             tree.body = [n for n in tree.body if isinstance(n, ast.Import | ast.ImportFrom)]
             exec(compile(tree, str(self.path), "exec"), {"__name__": "__main__"})
-            pytest.skip(self.reason)
+            raise pytest.skip.Exception(self.reason, _use_item_location=True)
         if file.failed is not None:
             pytest.skip(f"the block at line {file.failed} of this file failed")
         if file.workdir is None:

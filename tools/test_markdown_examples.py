@@ -27,6 +27,13 @@ inside another fence: not a block
 ~~~py
 b = a + 1
 ~~~
+
+1. In a list:
+
+   ```python
+   if b:
+       c = b
+   ```
 """
 
 
@@ -36,8 +43,26 @@ def test_python_blocks_lines_code_and_skip_reasons():
         (4, "a = 1\n"),
         (13, "fetch()\n"),
         (23, "b = a + 1\n"),
+        (29, "if b:\n    c = b\n"),
     ]
-    assert [reason for *_, reason in blocks] == [None, "downloads weights", None]
+    assert [reason for *_, reason in blocks] == [None, "downloads weights", None, None]
+    namespace = {}
+    for _, code, reason in blocks:
+        if not reason:
+            exec(code, namespace)
+    assert namespace["c"] == 2
+
+
+def test_tutorials_are_jupytext_notebooks_with_the_same_code():
+    jupytext = pytest.importorskip("jupytext")  # the docs dependency group (synced in CI)
+    from pathlib import Path
+
+    tutorials = sorted((Path(__file__).resolve().parent.parent / "docs/tutorials").glob("*.md"))
+    assert tutorials
+    for path in tutorials:
+        notebook = jupytext.read(path)
+        code = [c.source.strip() for c in notebook.cells if c.cell_type == "code"]
+        assert code == [b.strip() for _, b, _ in python_blocks(path.read_text(), str(path))]
 
 
 def test_a_skip_marker_needs_a_reason():
