@@ -49,7 +49,8 @@ ls "$work/dist"
 while read -r name dir _; do
   cmp -s LICENSE "$dir/LICENSE" || { echo "wheel check: $dir/LICENSE differs from ./LICENSE"; exit 1; }
   whl=$(ls "$work/dist/${name//-/_}"-*.whl)
-  unzip -Z1 "$whl" | grep 'dist-info/licenses/LICENSE$' > /dev/null \
+  "${repo_python[@]}" -c "import sys, zipfile; names = zipfile.ZipFile(sys.argv[1]).namelist()
+sys.exit(not any(n.endswith('.dist-info/licenses/LICENSE') for n in names))" "$whl" < /dev/null \
     || { echo "wheel check: $whl ships no LICENSE"; exit 1; }
 done < "$work/members.txt"
 
