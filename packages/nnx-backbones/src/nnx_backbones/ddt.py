@@ -35,7 +35,8 @@ class LightningDDT(nnx.Module):
       input_size, patch_size, in_channels: as `DiT` (RAE uses DINOv2 tokens: 16×16×768, patch 1).
       hidden_size: `(D_enc, D_dec)`, any widths (equal widths skip the projection).
       depth: `(depth_enc, depth_dec)`; num_heads: `(heads_enc, heads_dec)`.
-      The remaining arguments are `LightningDiT`'s.
+
+    The remaining arguments are `LightningDiT`'s.
     """
 
     def __init__(

@@ -134,7 +134,7 @@ class PatchTransformer(nnx.Module):
     def condition(
         self, t: jax.Array, r: jax.Array | None, y: jax.Array | None, train: bool
     ) -> jax.Array:
-        """c = t-embedding [+ r-embedding] [+ label embedding], `[B, D]` (before SiLU).
+        """`c = t_embedding [+ r_embedding] [+ label_embedding]`, `[B, D]` (before SiLU).
 
         A class-conditional network given `y=None` uses the null label (unconditional).
         """

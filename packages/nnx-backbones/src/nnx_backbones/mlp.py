@@ -4,7 +4,7 @@ x: `[B, D]` or `[B, T, D]` (flattened to `[B, T·D]` inside); t and optional r e
 features (`sinusoidal_embedding`, t of order one) through a small MLP; y is either int class
 labels (`num_classes` set, null label = `num_classes`) or a conditioning array `[B, ...]`
 (`cond_dim` set, e.g. an observation embedding). Residual pre-norm blocks:
-h ← h + W₂ SiLU(W₁ LN(h) + emb),  emb = SiLU(TimeEmb(t) [+ TimeEmb_r(r)] [+ LabelEmb(y)]).
+`h ← h + W₂ SiLU(W₁ LN(h) + emb)`, `emb = SiLU(TimeEmb(t) [+ TimeEmb_r(r)] [+ LabelEmb(y)])`.
 A class-conditional MLP given `y=None` uses the null label; an unconditional one rejects y.
 """
 

@@ -235,7 +235,8 @@ class SCD(TrigFlowConsistency):
     Args:
       network: the student backbone.
       teacher: the teacher `Interfaces` (a submodule: train only `network` and `weight`).
-      Other arguments as `TrigFlowConsistency`.
+
+    Other arguments as `TrigFlowConsistency`.
     """
 
     def __init__(self, network: nnx.Module, teacher: Interfaces, **kw):
