@@ -20,14 +20,10 @@ Writes bench/results/parallel.json.
 """
 
 import argparse
-import datetime
 import json
-import os
-import pathlib
-import platform
-import subprocess
-import sys
 import time
+
+import _simulated
 
 STRATEGIES = {  # name: (mesh sizes, attn_implementation)
     "data8": (dict(data=8), None),
@@ -121,33 +117,15 @@ def worker(quick: bool) -> dict:
 
 
 def main(quick: bool = False) -> dict:
-    env = dict(os.environ, JAX_PLATFORMS="cpu")
-    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
-    cmd = [sys.executable, __file__, "--worker"] + (["--quick"] if quick else [])
-    out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
-    if out.returncode:
-        raise RuntimeError(f"worker failed:\n{out.stderr[-3000:]}")
-    data = json.loads(out.stdout.strip().splitlines()[-1])
-    import jax
-
-    result = {
-        "benchmark": "parallel",
+    data = _simulated.run_worker(__file__, 8, ["--quick"] if quick else [])
+    return _simulated.save("parallel", {
         "metric": "DiT train step per strategy on 8 simulated CPU devices; step_ratio = step "
         "time ÷ data8 in the same run (CPU: partitioning overhead only, not a speed-up)",
         "quick": quick,
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "jax_version": jax.__version__,
-        "device": "8 simulated CPU devices (xla_force_host_platform_device_count) on "
-        + (platform.processor() or platform.machine()),
-        "cpu_count": os.cpu_count(),
         "model": f"DiT hidden 128, depth {data['depth']}, 4 heads, 64 tokens, batch "
         f"{data['batch']}, AdamW",
         "strategies": data["rows"],
-    }
-    path = pathlib.Path(__file__).parent / "results" / "parallel.json"
-    path.parent.mkdir(exist_ok=True)
-    path.write_text(json.dumps(result, indent=2) + "\n")
-    return result
+    })  # fmt: skip
 
 
 if __name__ == "__main__":

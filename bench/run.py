@@ -31,7 +31,8 @@ META = ("device", "jax_version", "date", "quick", "host", "cpu_count")
 
 def available() -> list[str]:
     """Benchmark names present on disk, in suite order (unknown extras last)."""
-    found = {p.stem for p in BENCH.glob("*.py") if p.stem not in ("run", "__init__")}
+    found = {p.stem for p in BENCH.glob("*.py")
+             if p.stem not in ("run", "__init__") and not p.stem.startswith("_")}  # fmt: skip
     return [n for n in ORDER if n in found] + sorted(found - set(ORDER))
 
 

@@ -136,8 +136,66 @@ def _qkv_spec(q: jax.Array, k: jax.Array):
             f"tensor parallelism over {axis_size(TENSOR)} devices needs the head count "
             f"divisible by it; got {heads} heads. Change mesh.tensor or num_heads."
         )
-    spec = fit_spec(q.shape, (BATCH, CONTEXT, TENSOR, None))
-    return spec
+    return fit_spec(q.shape, (BATCH, CONTEXT, TENSOR, None))
+
+
+def _context_parallel(body, q, k, v, local: LocalAttention, causal_block: int | None):
+    """`local` attention when the context axis has size 1; else `body(q, k, v, cp, local,
+    causal_block)` on each device's shards under `jax.shard_map`."""
+    cp = axis_size(CONTEXT)
+    if cp == 1:
+        return local(q, k, v, _global_mask(q, k, causal_block))
+    spec = _qkv_spec(q, k)
+
+    def per_device(q, k, v):
+        return body(q, k, v, cp, local, causal_block)
+
+    return jax.shard_map(per_device, in_specs=(spec, spec, spec), out_specs=spec)(q, k, v)
+
+
+def _ring(q, k, v, cp: int, local: LocalAttention, causal_block: int | None) -> jax.Array:
+    """One device's ring: its queries against every key/value block in turn (module doc)."""
+    idx = jax.lax.axis_index(CONTEXT)
+    t, s = q.shape[1], k.shape[1]
+    q_pos = idx * t + jnp.arange(t)
+    qf = q.astype(jnp.float32) * q.shape[-1] ** -0.5
+    m = jnp.full((q.shape[0], q.shape[2], t), NEG, jnp.float32)  # running max [b, n, t]
+    l_sum = jnp.zeros_like(m)  # running Σ e^{s − m}
+    o = jnp.zeros((q.shape[0], q.shape[2], t, q.shape[3]), jnp.float32)  # [b, n, t, d_h]
+    perm = [(i, (i + 1) % cp) for i in range(cp)]
+    for step in range(cp):
+        src = (idx - step) % cp  # the device this key/value block started on
+        logits = jnp.einsum("btnd,bsnd->bnts", qf, k.astype(jnp.float32))
+        mask = block_causal_mask(q_pos, src * s + jnp.arange(s), causal_block)
+        if mask is not None:
+            logits = jnp.where(mask, logits, NEG)
+        m_new = jnp.maximum(m, jax.lax.stop_gradient(logits.max(-1)))
+        p = jnp.exp(logits - m_new[..., None])
+        alpha = jnp.exp(m - m_new)
+        l_sum = alpha * l_sum + p.sum(-1)
+        o = alpha[..., None] * o + jnp.einsum("bnts,bsnd->bntd", p, v.astype(jnp.float32))
+        m = m_new
+        if step < cp - 1:
+            k, v = jax.lax.ppermute((k, v), CONTEXT, perm)
+    return (o / l_sum[..., None]).transpose(0, 2, 1, 3).astype(q.dtype)
+
+
+def _ulysses(q, k, v, cp: int, local: LocalAttention, causal_block: int | None) -> jax.Array:
+    """One device's Ulysses step: all-to-all to whole sequences of N/(tp·cp) heads, attention,
+    all-to-all back."""
+    if q.shape[2] % cp:
+        raise ValueError(
+            f"Ulysses attention trades the token split over context = {cp} devices for a head "
+            f"split, so the heads per tensor shard ({q.shape[2]}) must be divisible by {cp}. Use "
+            f"attn_implementation='ring' or change num_heads / mesh.context / mesh.tensor."
+        )
+
+    def to_heads(a):  # [b, T/cp, n, d] → [b, T, n/cp, d]
+        return jax.lax.all_to_all(a, CONTEXT, split_axis=2, concat_axis=1, tiled=True)
+
+    q, k, v = to_heads(q), to_heads(k), to_heads(v)
+    out = local(q, k, v, _global_mask(q, k, causal_block))
+    return jax.lax.all_to_all(out, CONTEXT, split_axis=1, concat_axis=2, tiled=True)
 
 
 def ring_attention(
@@ -150,39 +208,7 @@ def ring_attention(
     """Softmax attention with q, k, v `[B, T, N, d_h]` split over "context" along T: a ring of
     key/value blocks with an online softmax (module docstring). `local(q, k, v, mask)` is the
     single-device attention, used when the context axis has size 1."""
-    cp = axis_size(CONTEXT)
-    if cp == 1:
-        return local(q, k, v, _global_mask(q, k, causal_block))
-    spec = _qkv_spec(q, k)
-
-    def body(q, k, v):
-        idx = jax.lax.axis_index(CONTEXT)
-        t, s = q.shape[1], k.shape[1]
-        q_pos = idx * t + jnp.arange(t)
-        scale = q.shape[-1] ** -0.5
-        qf = q.astype(jnp.float32) * scale
-        m = jnp.full((q.shape[0], q.shape[2], t), NEG, jnp.float32)  # [b, n, t]
-        l_sum = jnp.zeros_like(m)
-        o = jnp.zeros((q.shape[0], q.shape[2], t, q.shape[3]), jnp.float32)  # [b, n, t, d_h]
-        perm = [(i, (i + 1) % cp) for i in range(cp)]
-        for step in range(cp):
-            src = (idx - step) % cp  # the device this key/value block started on
-            logits = jnp.einsum("btnd,bsnd->bnts", qf, k.astype(jnp.float32))
-            mask = block_causal_mask(q_pos, src * s + jnp.arange(s), causal_block)
-            if mask is not None:
-                logits = jnp.where(mask, logits, NEG)
-            m_new = jnp.maximum(m, jax.lax.stop_gradient(logits.max(-1)))
-            p = jnp.exp(logits - m_new[..., None])
-            alpha = jnp.exp(m - m_new)
-            l_sum = alpha * l_sum + p.sum(-1)
-            o = alpha[..., None] * o + jnp.einsum("bnts,bsnd->bntd", p, v.astype(jnp.float32))
-            m = m_new
-            if step < cp - 1:
-                k, v = jax.lax.ppermute((k, v), CONTEXT, perm)
-        out = o / l_sum[..., None]
-        return out.transpose(0, 2, 1, 3).astype(q.dtype)
-
-    return jax.shard_map(body, in_specs=(spec, spec, spec), out_specs=spec)(q, k, v)
+    return _context_parallel(_ring, q, k, v, local, causal_block)
 
 
 def ulysses_attention(
@@ -194,28 +220,7 @@ def ulysses_attention(
 ) -> jax.Array:
     """Softmax attention with q, k, v `[B, T, N, d_h]` split over "context" along T, by an
     all-to-all to a head split, full-sequence `local` attention, and an all-to-all back."""
-    cp = axis_size(CONTEXT)
-    if cp == 1:
-        return local(q, k, v, _global_mask(q, k, causal_block))
-    spec = _qkv_spec(q, k)
-    local_heads = q.shape[2] // axis_size(TENSOR)
-    if local_heads % cp:
-        raise ValueError(
-            f"Ulysses attention trades the token split over context = {cp} devices for a head "
-            f"split, so the heads per tensor shard ({local_heads}) must be divisible by {cp}. Use "
-            f"attn_implementation='ring' or change num_heads / mesh.context / mesh.tensor."
-        )
-
-    def body(q, k, v):
-        def to_heads(a):  # [b, T/cp, n, d] → [b, T, n/cp, d]
-            return jax.lax.all_to_all(a, CONTEXT, split_axis=2, concat_axis=1, tiled=True)
-
-        q, k, v = to_heads(q), to_heads(k), to_heads(v)
-        mask = _global_mask(q, k, causal_block)
-        out = local(q, k, v, mask)
-        return jax.lax.all_to_all(out, CONTEXT, split_axis=1, concat_axis=2, tiled=True)
-
-    return jax.shard_map(body, in_specs=(spec, spec, spec), out_specs=spec)(q, k, v)
+    return _context_parallel(_ulysses, q, k, v, local, causal_block)
 
 
 def _global_mask(q: jax.Array, k: jax.Array, causal_block: int | None) -> jax.Array | None:
