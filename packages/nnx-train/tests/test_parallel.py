@@ -291,3 +291,30 @@ def test_vit_layer_tensor_parallel_equals_one_device():
         np.testing.assert_allclose(g, r, rtol=1e-5, atol=1e-7)  # the key bias's is ~0 (1e-10)
     found = collectives(compiled.as_text())
     assert not [c for c in found if c.op == "all-gather" and over_axis(c, mesh, "tensor")]
+
+
+def test_tensor_rules_compose_with_fsdp_and_user_rules_win():
+    mesh = sharding.build_mesh(data=1, fsdp=4, tensor=2)
+
+    def k(*shape):
+        return {"kernel": np.zeros(shape)}
+
+    tree = {
+        "blocks": {"0": {
+            "attn": {"qkv": k(64, 3, 64), "proj": k(64, 64)},
+            "mlp": {"w12": k(64, 2, 96), "fc2": k(96, 64)},
+        }},
+        "y_embedder": {"embedding_table": {"embedding": np.zeros((4, 64))}},
+    }  # fmt: skip
+    specs = sharding.param_specs(tree, mesh, min_size=1)
+    blk = specs["blocks"]["0"]
+    assert blk["attn"]["qkv"]["kernel"] == P("fsdp", None, "tensor")  # column: heads
+    assert blk["attn"]["proj"]["kernel"] == P("tensor", "fsdp")  # row: input units
+    assert blk["mlp"]["w12"]["kernel"] == P("fsdp", None, "tensor")
+    assert blk["mlp"]["fc2"]["kernel"] == P("tensor", "fsdp")
+    assert specs["y_embedder"]["embedding_table"]["embedding"] == P(None, "fsdp")  # FSDP only
+    mine = sharding.param_specs(tree, mesh, rules=[("attn/proj/kernel", (None, None))])
+    assert mine["blocks"]["0"]["attn"]["proj"]["kernel"] == P(None, None)
+    odd = {"attn": {"qkv": k(64, 3, 63)}}
+    with pytest.raises(ShardingError, match="tensor parallelism"):
+        sharding.param_specs(odd, mesh)

@@ -161,7 +161,7 @@ def param_specs(
             sub = fsdp_spec([shape[i] for i in free], mesh.shape["fsdp"], min_size)
             for i, axis in zip(free, sub, strict=False):
                 spec[i] = axis
-        return PartitionSpec(*spec)
+        return PartitionSpec(*spec) if any(spec) else PartitionSpec()
 
     return jax.tree_util.tree_map_with_path(one, tree)
 
