@@ -1,7 +1,7 @@
 """Tensor and context parallelism on 8 simulated CPU devices, against one device.
 
 Model level (compiled once per case, module-scoped): a tiny DiT, LightningDiT (2-D RoPE, qk-norm,
-SwiGLU) and LightningDDT, parameters sharded by `nnx_train.sharding.param_specs` (Megatron tensor
+SwiGLU) and LightningDDT (with `remat`), parameters sharded by `nnx_train.sharding.param_specs` (Megatron tensor
 rules + FSDP), the batch over data × fsdp, traced under `jax.set_mesh`: forward output, loss and
 gradients equal the single-device ones (f32, 1e-5 relative); per-device parameter bytes from the
 compiled memory analysis scale as 1/(tensor · fsdp); the HLO has one all-reduce per block half
@@ -40,7 +40,8 @@ MODELS = {
                                            qk_norm="rms", **COMMON, attn_implementation=impl,
                                            rngs=nnx.Rngs(0)),
     "ddt": lambda impl: LightningDDT(hidden_size=(D, D), depth=(1, 1), num_heads=(HEADS, HEADS),
-                                     **COMMON, attn_implementation=impl, rngs=nnx.Rngs(0)),
+                                     **COMMON, attn_implementation=impl, remat=True,
+                                     rngs=nnx.Rngs(0)),
 }  # fmt: skip
 # (model, mesh sizes, attention): each strategy and combinations of them.
 CASES = {
