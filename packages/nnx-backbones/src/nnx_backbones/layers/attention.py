@@ -94,8 +94,9 @@ def multi_head_attention(
             f"attention implementation must be one of {IMPLEMENTATIONS}; got {implementation!r}."
         )
     if implementation in parallel.CONTEXT_PARALLEL:
-        fn = parallel.CONTEXT_PARALLEL[implementation]
-        return fn(q, k, v, _local(None), causal_block)
+        return parallel.context_parallel_attention(
+            implementation, q, k, v, _local(None), causal_block
+        )
     mask = parallel.block_causal_mask(jnp.arange(q.shape[1]), jnp.arange(k.shape[1]), causal_block)
     return _local(implementation)(q, k, v, mask)
 

@@ -14,18 +14,19 @@ make this possible are in `nnx_train.sharding.TENSOR_RULES`.
 
 Context parallelism: tokens are split over "context" through the whole block stack (`[B, T/cp,
 D]` per device); everything but attention is token-wise. Attention needs every key, by one of:
-- `ring_attention` (Liu et al. 2023, "Ring attention"): each device keeps its queries and passes
+- "ring" (Liu et al. 2023, "Ring attention"): each device keeps its queries and passes
   its key/value block around the ring (`ppermute`), accumulating an online softmax
   (Milakov & Gimelshein 2018):
       m' = max(m, max_j s_j),   l' = e^{m−m'} l + Σ_j e^{s_j−m'},
       o' = e^{m−m'} o + Σ_j e^{s_j−m'} v_j
   and o / l at the end; no device ever holds the whole sequence.
-- `ulysses_attention` (Jacobs et al. 2023, "DeepSpeed Ulysses"): an all-to-all trades the token
+- "ulysses" (Jacobs et al. 2023, "DeepSpeed Ulysses"): an all-to-all trades the token
   split for a head split, full-sequence attention runs on N/(tp·cp) heads, and a second
   all-to-all trades back. Needs the heads per tensor shard divisible by the context size.
-Both take a `causal_block` size b (tokens per frame): query i may attend key j iff
-⌊j/b⌋ ≤ ⌊i/b⌋ (frame-causal; b = 1 is token-causal), with positions global, so the mask and
-RoPE (applied outside, on the global token order) do not depend on the split.
+`context_parallel_attention(kind, ...)` runs either; both take a `causal_block` size b (tokens
+per frame): query i may attend key j iff ⌊j/b⌋ ≤ ⌊i/b⌋ (frame-causal; b = 1 is token-causal),
+with positions global, so the mask and RoPE (applied outside, on the global token order) do not
+depend on the split.
 """
 
 from collections.abc import Callable, Sequence
@@ -139,9 +140,19 @@ def _qkv_spec(q: jax.Array, k: jax.Array):
     return fit_spec(q.shape, (BATCH, CONTEXT, TENSOR, None))
 
 
-def _context_parallel(body, q, k, v, local: LocalAttention, causal_block: int | None):
-    """`local` attention when the context axis has size 1; else `body(q, k, v, cp, local,
-    causal_block)` on each device's shards under `jax.shard_map`."""
+def context_parallel_attention(
+    kind: str,
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    local: LocalAttention,
+    causal_block: int | None = None,
+) -> jax.Array:
+    """Softmax attention with q, k, v `[B, T, N, d_h]` split over "context" along T, by `kind`
+    "ring" (key/value blocks round the ring, online softmax) or "ulysses" (all-to-all to a head
+    split and back); see the module docstring. `local(q, k, v, mask)` is the single-device
+    attention: run as is when the context axis has size 1, and by Ulysses on whole sequences."""
+    body = CONTEXT_PARALLEL[kind]
     cp = axis_size(CONTEXT)
     if cp == 1:
         return local(q, k, v, _global_mask(q, k, causal_block))
@@ -198,33 +209,8 @@ def _ulysses(q, k, v, cp: int, local: LocalAttention, causal_block: int | None) 
     return jax.lax.all_to_all(out, CONTEXT, split_axis=1, concat_axis=2, tiled=True)
 
 
-def ring_attention(
-    q: jax.Array,
-    k: jax.Array,
-    v: jax.Array,
-    local: LocalAttention,
-    causal_block: int | None = None,
-) -> jax.Array:
-    """Softmax attention with q, k, v `[B, T, N, d_h]` split over "context" along T: a ring of
-    key/value blocks with an online softmax (module docstring). `local(q, k, v, mask)` is the
-    single-device attention, used when the context axis has size 1."""
-    return _context_parallel(_ring, q, k, v, local, causal_block)
-
-
-def ulysses_attention(
-    q: jax.Array,
-    k: jax.Array,
-    v: jax.Array,
-    local: LocalAttention,
-    causal_block: int | None = None,
-) -> jax.Array:
-    """Softmax attention with q, k, v `[B, T, N, d_h]` split over "context" along T, by an
-    all-to-all to a head split, full-sequence `local` attention, and an all-to-all back."""
-    return _context_parallel(_ulysses, q, k, v, local, causal_block)
-
-
 def _global_mask(q: jax.Array, k: jax.Array, causal_block: int | None) -> jax.Array | None:
     return block_causal_mask(jnp.arange(q.shape[1]), jnp.arange(k.shape[1]), causal_block)
 
 
-CONTEXT_PARALLEL = {"ring": ring_attention, "ulysses": ulysses_attention}
+CONTEXT_PARALLEL = {"ring": _ring, "ulysses": _ulysses}
