@@ -173,42 +173,53 @@ def check_model_parallel(module: Any, mesh: Mesh) -> None:
     divisible by context. Layers are found by their attributes (`num_heads`, `implementation`;
     a network's token `grid`), so any backbone built from `nnx_backbones.layers` is covered."""
     tp, cp = mesh.shape.get("tensor", 1), mesh.shape.get("context", 1)
-    errors = []
+    errors: dict[str, list[str]] = {}  # message → the layers it applies to
+
+    def error(where: str, message: str) -> None:
+        errors.setdefault(message, []).append(where)
+
     for path, node in nnx.iter_graph(module):
         where = "/".join(str(p) for p in path) or type(node).__name__
         heads = getattr(node, "num_heads", None)
         if isinstance(heads, int) and hasattr(node, "head_dim"):
             impl = getattr(node, "implementation", None)
             if heads % tp:
-                errors.append(
-                    f"{where}: {heads} attention heads are not divisible by mesh.tensor = {tp}; "
-                    f"pick a tensor size that divides the head count."
+                error(
+                    where,
+                    f"{heads} attention heads are not divisible by mesh.tensor = {tp}; "
+                    f"pick a tensor size that divides the head count.",
                 )
             elif cp > 1 and impl not in CONTEXT_ATTENTION:
-                errors.append(
-                    f"{where}: mesh.context = {cp} needs a context-parallel attention; set "
-                    f"model.attn_implementation to one of {CONTEXT_ATTENTION} (got {impl!r})."
+                error(
+                    where,
+                    f"mesh.context = {cp} needs a context-parallel attention; set "
+                    f"model.attn_implementation to one of {CONTEXT_ATTENTION} "
+                    f"(got {impl!r}).",
                 )
             elif cp > 1 and impl == "ulysses" and (heads // tp) % cp:
-                errors.append(
-                    f"{where}: Ulysses attention needs the heads per tensor shard "
-                    f"({heads} / {tp} = {heads // tp}) divisible by mesh.context = {cp}; use "
-                    f"attn_implementation='ring' or change num_heads / mesh sizes."
+                error(
+                    where,
+                    f"Ulysses attention needs the heads per tensor shard ({heads} / "
+                    f"{tp} = {heads // tp}) divisible by mesh.context = {cp}; use "
+                    f"attn_implementation='ring' or change num_heads / mesh sizes.",
                 )
         grid = getattr(node, "grid", None)
         if cp > 1 and isinstance(grid, tuple) and all(isinstance(g, int) for g in grid):
             tokens = int(np.prod(grid))
             if tokens % cp:
-                errors.append(
-                    f"{where}: {tokens} tokens (grid {grid}) are not divisible by mesh.context "
-                    f"= {cp}; change the input size, the patch size or mesh.context."
+                error(
+                    where,
+                    f"{tokens} tokens (grid {grid}) are not divisible by mesh.context = "
+                    f"{cp}; change the input size, the patch size or mesh.context.",
                 )
     if errors:
+        lines = []
+        for message, layers in errors.items():
+            n = len(layers) - 1
+            more = f" (and {n} more layer{'s' * (n > 1)})" if n else ""
+            lines.append(f"{layers[0]}{more}: {message}")
         raise ShardingError(
-            "The model does not fit the mesh "
-            + str(dict(mesh.shape))
-            + ":\n  "
-            + "\n  ".join(dict.fromkeys(errors))
+            f"The model does not fit the mesh {dict(mesh.shape)}:\n  " + "\n  ".join(lines)
         )
 
 
