@@ -127,3 +127,35 @@ def test_folded_is_the_local_kernel_of_both_context_implementations():
         out = multi_head_attention(q, k, v, impl)
         np.testing.assert_array_equal(out, folded_attention(q, k, v))
     assert set(parallel.CONTEXT_PARALLEL) == {"ring", "ulysses"}
+
+
+@pytest.mark.parametrize("impl", ["ring", "ulysses"])
+def test_adaln_block_frame_causal_with_rope_split_over_context(impl):
+    """A LightningDiT-style block (RMSNorm, SwiGLU, 2-D RoPE, frame-causal mask of 8 tokens) with
+    its 32 tokens split over 4 context devices: output and input gradient equal one device."""
+    from flax import nnx
+
+    from nnx_backbones.layers.adaln import AdaLNBlock
+    from nnx_backbones.layers.position import rope_2d_grid
+
+    block = AdaLNBlock(32, 4, use_rmsnorm=True, use_swiglu=True, attn_implementation=impl,
+                       rngs=nnx.Rngs(0))  # fmt: skip
+    mod = block.adaLN_modulation.kernel
+    mod.set_value(0.2 * jax.random.normal(jax.random.key(5), mod.shape))
+    rope = rope_2d_grid(8, (4, 8))
+    x = jax.random.normal(jax.random.key(6), (2, 32, 32))
+    c = jax.random.normal(jax.random.key(7), (2, 32))
+
+    def loss(x, c):
+        out = block(x, c, rope, causal_block=8)
+        return jnp.sum(out * jnp.cos(out)), out
+
+    fn = jax.value_and_grad(loss, has_aux=True)
+    (_, ref_out), ref_grad = jax.jit(fn)(x, c)
+    mesh = _mesh(data=2, context=4)
+    s = NamedSharding(mesh, P(("data", "fsdp"), "context"))
+    with jax.set_mesh(mesh):
+        compiled = jax.jit(fn, in_shardings=(s, NamedSharding(mesh, P("data")))).lower(x, c)
+        (_, out), grad = compiled.compile()(x, c)
+    for got, ref in ((out, ref_out), (grad, ref_grad)):  # relative to the largest entry
+        assert np.max(np.abs(got - ref)) <= 1e-5 * np.max(np.abs(ref))
