@@ -15,6 +15,7 @@ import numpy as np
 from flax import nnx
 
 from nnx_backbones.errors import LabelError
+from nnx_backbones.layers.parallel import replicated, split
 
 
 def sinusoidal_embedding(
@@ -60,7 +61,8 @@ class TimestepEmbedder(nnx.Module):
     def __call__(self, t: jax.Array) -> jax.Array:
         """`t: [B]` → `[B, hidden_size]`."""
         emb = sinusoidal_embedding(t, self.frequency_dim, time_scale=self.time_scale)
-        return self.linear_2(nnx.silu(self.linear_1(emb)))
+        # Under tensor parallelism: linear_1 column-, linear_2 row-parallel (layers.parallel).
+        return replicated(self.linear_2(nnx.silu(split(self.linear_1(emb)))))
 
 
 def check_labels(y: jax.Array, num_classes: int) -> None:

@@ -107,7 +107,8 @@ def train(
     ckpt_dir = config.checkpoint.dir or fileio.join(workdir, "checkpoints")
 
     # ===== mesh ==================================================================================
-    mesh = sharding.build_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor, devices)
+    m = config.mesh
+    mesh = sharding.build_mesh(m.data, m.fsdp, m.tensor, devices, context=m.context)
     local_batch = sharding.batch_size_per_process(config.data.global_batch_size, mesh)
     replicated = NamedSharding(mesh, PartitionSpec())
 
@@ -115,6 +116,7 @@ def train(
     log.info("building %s / %s on %d devices", config.model.name, config.interface.name,
              jax.device_count())  # fmt: skip
     abstract_iface = nnx.eval_shape(lambda: build_interface(config))
+    sharding.check_model_parallel(abstract_iface, mesh)  # heads / tokens fit tensor / context
     graphdef, abs_params, abs_rng, _ = state_lib.split_module(abstract_iface)
     rng_template = state_lib.key_template(abs_rng)
 
@@ -218,7 +220,8 @@ def train(
         donate_argnums=0,
     )
     log.info("compiling the train step")
-    compiled = jitted.lower(abstract_state, abstract_batch).compile()
+    with jax.set_mesh(mesh):  # the layers pin activations to it (nnx_backbones.layers.parallel)
+        compiled = jitted.lower(abstract_state, abstract_batch).compile()
     log.info("training steps %d → %d", start_step, config.total_steps)
     flops = metrics_lib.compiled_flops(compiled)
     peak = config.log.peak_flops or metrics_lib.detect_peak_flops()
