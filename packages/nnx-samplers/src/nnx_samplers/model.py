@@ -91,6 +91,7 @@ class ModelInfo:
     time_domain: TimeDomain
     two_time: bool
     has_alpha_sigma: bool
+    learned_variance: bool = False  # the model has `denoise_and_variance` (e.g. DiT's learn_sigma)
 
 
 def model_info(model: "Interfaces | FunctionModel") -> ModelInfo:
@@ -98,7 +99,8 @@ def model_info(model: "Interfaces | FunctionModel") -> ModelInfo:
     if isinstance(model, FunctionModel):
         return ModelInfo(model.time_domain, model.two_time, model.alpha_sigma is not None)
     if isinstance(model, Interfaces):
-        return ModelInfo(model.time_domain, bool(model.two_time), _has_alpha_sigma(model))
+        learned = bool(getattr(model, "learned_variance", False))
+        return ModelInfo(model.time_domain, bool(model.two_time), _has_alpha_sigma(model), learned)
     raise SamplerConfigError(
         f"A sampler's model must be an nnx_interfaces.Interfaces or an nnx_samplers.FunctionModel; "
         f"got {type(model).__name__}. Wrap a plain function as FunctionModel(time_domain, "
@@ -179,6 +181,15 @@ class Model:
         if self.source.score is not None:
             return _call(self.source.score, x, t, y=y)
         return self.score_from_denoised(x, t, self.denoise(x, t, y=y))
+
+    def denoise_and_variance(self, x, t, *, y=None):
+        """(E[x | x_t], the model's variance output) of an interface with a learned variance."""
+        if self.is_function:
+            raise SamplerConfigError(
+                "A learned variance needs an interface with denoise_and_variance (e.g. "
+                "DDPMInterface on a learn_sigma network); a FunctionModel has none."
+            )
+        return _call(self.source.denoise_and_variance, x, t, y=y)
 
     # --- conversions (affine paths) ------------------------------------------------------------
     def denoise_from_velocity(self, x, t, v):
