@@ -35,7 +35,7 @@ NAMES = [
 def ddpm():
     net = nnx.eval_shape(
         lambda: DiT(
-            input_size=8, patch_size=2, in_channels=4, hidden_size=32, depth=2, num_heads=2,
+            input_size=8, patch_size=2, in_channels=4, hidden_size=16, depth=2, num_heads=2,
             num_classes=10, learn_sigma=True, rngs=nnx.Rngs(0),
         )
     )  # fmt: skip
