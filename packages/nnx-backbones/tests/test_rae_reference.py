@@ -56,5 +56,5 @@ def test_decode_matches_the_release_code():
 
 
 def test_a_mismatched_decoder_is_rejected_with_every_problem_listed():
-    with pytest.raises(WeightsError, match="decoder_layers.1"):
+    with pytest.raises(WeightsError, match=r"decoder_layers\.1"):
         load_rae_decoder(tiny_rae(depth=1), FIXTURES / "decoder.safetensors")

@@ -1,15 +1,16 @@
 """The RAE release's decoder and latent-statistics files ↔ `nnx_backbones.rae`.
 
-Released decoder `model.pt` (bytetriper/RAE `stage1/decoders/decoder.py` `GeneralDecoder`, ViT-MAE
-decoder layers; config `configs/decoder/ViT{B,L,XL}/config.json`), D = decoder width, N layers:
-    decoder_embed.{weight,bias}                        [D, C]     latent → decoder width
-    decoder_pos_embed                                  [1, 1+hw, D] fixed MAE sin-cos (cls row 0; checked)
-    trainable_cls_token                                [1, 1, D]
-    decoder_layers.N.layernorm_{before,after}.{weight,bias}          → layers.N.norm{1,2}
-    decoder_layers.N.attention.attention.{query,key,value}.*        → layers.N.attention.attention.*
-    decoder_layers.N.attention.output.dense.*                       → layers.N.attention.output.dense
-    decoder_layers.N.intermediate.dense.*  /  output.dense.*        → layers.N.mlp.fc1 / fc2 (exact GELU)
-    decoder_norm.{weight,bias}, decoder_pred.{weight,bias}         [p²·3, D]
+Released decoder `model.pt` (bytetriper/RAE `stage1/decoders/decoder.py` `GeneralDecoder`,
+ViT-MAE decoder layers; `configs/decoder/ViT{B,L,XL}/config.json`), D = decoder width:
+    decoder_embed.{weight,bias}           [D, C]        latent → decoder width
+    decoder_pos_embed                     [1, 1+hw, D]  fixed MAE sin-cos, cls row 0 (checked)
+    trainable_cls_token                   [1, 1, D]
+    decoder_layers.N. ...                               → layers.N. ...
+        layernorm_{before,after}                        → norm{1,2}
+        attention.attention.{query,key,value}           → attention.attention.{...}
+        attention.output.dense                          → attention.output.dense
+        intermediate.dense / output.dense               → mlp.fc1 / mlp.fc2 (exact GELU)
+    decoder_norm, decoder_pred            [p²·3, D]
 Linear weights are `[out, in]` (transposed). The release's LayerNorm eps is 1e-12
 (`RAEDecoderConfig(layer_norm_eps=1e-12)`, the default). Statistics `stat.pt` = {"mean", "var"}
 of shape [C, h, w] (`RAE.set_latent_stats` takes them as they are).
