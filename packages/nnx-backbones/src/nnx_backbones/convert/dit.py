@@ -92,18 +92,25 @@ def _norm(norm, ckpt: str, path: str | None = None) -> dict:
     return {}
 
 
-def block_mapping(block, b: str) -> dict:
-    """One `AdaLNBlock` in the DiT / LightningDiT release layout, checkpoint prefix `b`."""
-    m = _linear(f"{b}.attn.qkv", f"{b}.attn.qkv") | _linear(f"{b}.attn.proj", f"{b}.attn.proj")
+def block_mapping(block, ckpt: str, path: str | None = None) -> dict:
+    """One `AdaLNBlock` in the DiT / LightningDiT release layout: checkpoint prefix `ckpt`
+    (e.g. "blocks.3"), module path prefix `path` (default: the same)."""
+    p = path or ckpt
+
+    def lin(name: str) -> dict:
+        return _linear(f"{ckpt}.{name}", f"{p}.{name}")
+
+    m = lin("attn.qkv") | lin("attn.proj")
+    m |= _linear(f"{ckpt}.adaLN_modulation.1", f"{p}.adaLN_modulation")
     if type(block.mlp).__name__ == "GeluMLP":
-        m |= _linear(f"{b}.mlp.fc1", f"{b}.mlp.fc1") | _linear(f"{b}.mlp.fc2", f"{b}.mlp.fc2")
+        m |= lin("mlp.fc1") | lin("mlp.fc2")
     else:
-        m |= _linear(f"{b}.mlp.w12", f"{b}.mlp.w12") | _linear(f"{b}.mlp.w3", f"{b}.mlp.w3")
-    m |= _linear(f"{b}.adaLN_modulation.1", f"{b}.adaLN_modulation")
-    m |= _norm(block.norm1, f"{b}.norm1") | _norm(block.norm2, f"{b}.norm2")
+        m |= lin("mlp.w12") | lin("mlp.w3")
+    m |= _norm(block.norm1, f"{ckpt}.norm1", f"{p}.norm1")
+    m |= _norm(block.norm2, f"{ckpt}.norm2", f"{p}.norm2")
     for qk in ("q_norm", "k_norm"):
         if getattr(block.attn, qk) is not None:
-            m |= _norm(getattr(block.attn, qk), f"{b}.attn.{qk}")
+            m |= _norm(getattr(block.attn, qk), f"{ckpt}.attn.{qk}", f"{p}.attn.{qk}")
     return m
 
 
