@@ -111,6 +111,7 @@ def test_command_line_is_checked_before_absl_runs():
     assert out[2].startswith("--config=/") and out[2].endswith("digits.py:short")
 
 
+@pytest.mark.slow
 def test_dit_config_samples_with_the_paper_path_and_euler_stays_available():
     c = load_config("dit")
     sampler = trainer.build_sampler(c.sample.sampler)
@@ -122,10 +123,9 @@ def test_dit_config_samples_with_the_paper_path_and_euler_stays_available():
     assert trainer.build_sampler(euler.sample.sampler) == Euler(250)
     assert euler.sample.guidance_channels == 0
 
-    # The configured sample_fn runs the sampler with 3-channel guidance (10 respaced steps here).
-    small = load_config(
-        "dit:s2,smoke", ["sample.sampler.num_steps=10", "sample.sampler.schedule=10"]
-    )
+    # The configured sample_fn runs the sampler with 3-channel guidance (4 respaced steps here).
+    overrides = ["sample.sampler.num_steps=4", "sample.sampler.schedule=4", "model.depth=1"]
+    small = load_config("dit:s2,smoke", overrides)
     iface = trainer.build_interface(small)
     final = iface.network.final_layer  # zero-initialised: randomise so guidance shows
     leaves = nnx.state(final, nnx.Param)
@@ -140,7 +140,7 @@ def test_dit_config_samples_with_the_paper_path_and_euler_stays_available():
     got = fn(key, labels, 2)
     k_init, k_sample = jax.random.split(key)
     x_init = callbacks.initial_noise(iface, k_init, (2, *shape))
-    ddpm = DDPMAncestral(10, schedule="10", variance="learned_range")
+    ddpm = DDPMAncestral(4, schedule="4", variance="learned_range")
     want = ddpm.sample(
         k_sample, iface, x_init, y=labels, guidance=ClassifierFreeGuidance(1.5, channels=3)
     ).x
