@@ -20,12 +20,11 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from nnx_backbones.convert.dit import CONV2D, _linear, _norm, block_mapping
+from nnx_backbones.convert.dit import CONV2D, _linear, _norm, block_mapping, read_source
 from nnx_backbones.ddt import LightningDDT
 from nnx_backbones.dit import _pos_table
 from nnx_backbones.layers.position import rope_2d_grid
 from nnx_backbones.weights.assign import Buffer, StateMapping, assign_state, export_state
-from nnx_backbones.weights.io import read_state_dict
 
 
 def rae_ddt_mapping(model: LightningDDT) -> StateMapping:
@@ -88,10 +87,7 @@ def load_rae_ddt(
     Raises:
       WeightsError: listing every unknown, missing and mis-shaped key (nothing is assigned).
     """
-    if isinstance(source, Mapping):
-        tensors, name = source, "checkpoint"
-    else:
-        tensors, name = read_state_dict(source, key=key), str(source)
+    tensors, name = read_source(source, key=key)
     assign_state(model, tensors, rae_ddt_mapping(model), source=name)
     return model
 

@@ -129,12 +129,18 @@ def load_dit(
     Raises:
       WeightsError: listing every unknown, missing and mis-shaped key (nothing is assigned).
     """
-    if isinstance(source, Mapping):
-        tensors, name = source, "checkpoint"
-    else:
-        tensors, name = read_state_dict(source, key=key), str(source)
+    tensors, name = read_source(source, key=key)
     assign_state(model, tensors, dit_mapping(model), source=name)
     return model
+
+
+def read_source(
+    source: str | os.PathLike | Mapping[str, np.ndarray], *, key: str | None = None
+) -> tuple[Mapping[str, np.ndarray], str]:
+    """(flat tensors, a name for error messages) from a weights file path or a flat dict."""
+    if isinstance(source, Mapping):
+        return source, "checkpoint"
+    return read_state_dict(source, key=key), str(source)
 
 
 def export_dit(model: PatchTransformer) -> dict[str, np.ndarray]:

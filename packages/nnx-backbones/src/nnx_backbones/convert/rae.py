@@ -21,9 +21,9 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from nnx_backbones.convert.dit import read_source
 from nnx_backbones.rae import RAE, RAEDecoder, sincos_2d
 from nnx_backbones.weights.assign import LINEAR, Buffer, StateMapping, assign_state, export_state
-from nnx_backbones.weights.io import read_state_dict
 
 
 def _linear(ckpt: str, path: str) -> dict:
@@ -70,11 +70,11 @@ def load_rae_decoder(
     Raises:
       WeightsError: listing every unknown, missing and mis-shaped key (nothing is assigned).
     """
-    tensors, name = _read(source)
+    tensors, name = read_source(source)
     grid = rae.latent_shape[:2]
     assign_state(rae.decoder, tensors, rae_decoder_mapping(rae.decoder, grid), source=name)
     if stats is not None:
-        values, _ = _read(stats)
+        values, _ = read_source(stats)
         rae.set_latent_stats(values["mean"], values["var"])
     return rae
 
@@ -82,9 +82,3 @@ def load_rae_decoder(
 def export_rae_decoder(rae: RAE) -> dict[str, np.ndarray]:
     """The decoder's weights in the release layout."""
     return export_state(rae.decoder, rae_decoder_mapping(rae.decoder, rae.latent_shape[:2]))
-
-
-def _read(source) -> tuple[Mapping[str, np.ndarray], str]:
-    if isinstance(source, Mapping):
-        return source, "checkpoint"
-    return read_state_dict(source), str(source)
