@@ -17,6 +17,8 @@ decoder is modulated token by token by the trunk's output. Blocks are numbered 1
 the trunk and depth_enc+1..depth_enc+depth_dec for the head (`return_hidden_at`).
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -31,7 +33,7 @@ from nnx_backbones.dit import (
 from nnx_backbones.embeddings import GaussianFourierEmbedding, LabelEmbedder, TimestepEmbedder
 from nnx_backbones.layers.adaln import AdaLNBlock, FinalLayer
 from nnx_backbones.layers.patch import PatchEmbed, unpatchify
-from nnx_backbones.layers.position import rope_2d_grid
+from nnx_backbones.layers.position import rope_2d_grid, rope_2d_interleaved_grid
 
 
 class LightningDDT(nnx.Module):
@@ -41,10 +43,14 @@ class LightningDDT(nnx.Module):
       input_size, patch_size, in_channels: as `DiT` (RAE uses DINOv2 tokens: 16×16×768, patch 1).
       hidden_size: `(D_enc, D_dec)`, any widths (equal widths skip the projection).
       depth: `(depth_enc, depth_dec)`; num_heads: `(heads_enc, heads_dec)`.
-      time_embedding: "gaussian_fourier" (RAE) or "sinusoidal" (DiT's, time_scale 1000).
+      time_embedding: "gaussian_fourier" (RAE) or "sinusoidal" (DiT's), the latter with
+        `time_scale` (×t before the features) and `time_max_period` (DDT, MCG-NJU: 1 and 10).
       silu_in_modulation: apply SiLU to the (already SiLU'd) condition inside every modulation
         (RAE's `Sequential(SiLU, Linear)`).
       decoder_pos_embed: add the sin-cos table to the decoder tokens too (RAE: no).
+      rope_layout: "eva" (LightningDiT / RAE: rows then columns) or "ddt" (MCG-NJU DDT:
+        column/row pairs interleaved, positions spread over [0, 16]).
+      final_rmsnorm: the final layer's norm (None: as the blocks; DDT: False, a LayerNorm).
       The remaining arguments are `LightningDiT`'s.
     """
 
@@ -69,8 +75,12 @@ class LightningDDT(nnx.Module):
         wo_shift: bool = False,
         use_pos_embed: bool = True,
         time_embedding: str = "gaussian_fourier",
+        time_scale: float = 1000.0,
+        time_max_period: float = 10_000.0,
         silu_in_modulation: bool = True,
         decoder_pos_embed: bool = False,
+        rope_layout: str = "eva",
+        final_rmsnorm: bool | None = None,
         remat: bool = False,
         attn_implementation: str | None = None,
         dtype: jnp.dtype = jnp.float32,
@@ -99,7 +109,17 @@ class LightningDDT(nnx.Module):
                 f"time_embedding must be 'gaussian_fourier' or 'sinusoidal'; got "
                 f"{time_embedding!r}."
             )
+        if rope_layout not in ("eva", "ddt"):
+            raise ValueError(f"rope_layout must be 'eva' or 'ddt'; got {rope_layout!r}.")
         self.time_embedding = time_embedding
+        self.time_scale = time_scale
+        self.time_max_period = time_max_period
+        self.rope_layout = rope_layout
+        self.use_rmsnorm = use_rmsnorm
+        self.final_rmsnorm = use_rmsnorm if final_rmsnorm is None else final_rmsnorm
+        self.use_swiglu = use_swiglu
+        self.qk_norm = qk_norm
+        self.wo_shift = wo_shift
         self.silu_in_modulation = silu_in_modulation
         self.decoder_pos_embed = decoder_pos_embed
         self.remat = remat
@@ -116,11 +136,14 @@ class LightningDDT(nnx.Module):
         )
         self.s_embedder = PatchEmbed(patch_size, in_channels, d_enc, **kw)
         self.x_embedder = PatchEmbed(patch_size, in_channels, d_dec, **kw)
-        embedder = (
-            GaussianFourierEmbedding if time_embedding == "gaussian_fourier" else TimestepEmbedder
-        )
-        self.t_embedder = embedder(d_enc, **kw)
-        self.r_embedder = embedder(d_enc, **kw) if use_r else None
+        if time_embedding == "gaussian_fourier":
+            embedder = functools.partial(GaussianFourierEmbedding, d_enc, **kw)
+        else:
+            embedder = functools.partial(
+                TimestepEmbedder, d_enc, time_scale=time_scale, max_period=time_max_period, **kw
+            )
+        self.t_embedder = embedder()
+        self.r_embedder = embedder() if use_r else None
         self.y_embedder = (
             LabelEmbedder(num_classes, d_enc, class_dropout_prob, **kw)
             if num_classes is not None
@@ -138,7 +161,7 @@ class LightningDDT(nnx.Module):
             [AdaLNBlock(d_dec, num_heads[1], **block_kw) for _ in range(depth[1])]
         )
         self.final_layer = FinalLayer(
-            d_dec, patch_size**2 * self.out_channels, use_rmsnorm=use_rmsnorm, **kw
+            d_dec, patch_size**2 * self.out_channels, use_rmsnorm=self.final_rmsnorm, **kw
         )
 
     def __call__(
@@ -201,4 +224,7 @@ class LightningDDT(nnx.Module):
     def _rope(self, stack: int) -> tuple[jax.Array, jax.Array] | None:
         if not self.use_rope:
             return None
-        return rope_2d_grid(self.hidden_size[stack] // self.num_heads[stack], self.grid)
+        head_dim = self.hidden_size[stack] // self.num_heads[stack]
+        if self.rope_layout == "ddt":
+            return rope_2d_interleaved_grid(head_dim, self.grid)
+        return rope_2d_grid(head_dim, self.grid)

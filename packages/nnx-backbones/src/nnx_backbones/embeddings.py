@@ -43,12 +43,14 @@ class TimestepEmbedder(nnx.Module):
         *,
         frequency_dim: int = 256,
         time_scale: float = 1000.0,
+        max_period: float = 10_000.0,
         dtype: jnp.dtype = jnp.float32,
         param_dtype: jnp.dtype = jnp.float32,
         rngs: nnx.Rngs,
     ):
         self.frequency_dim = frequency_dim
         self.time_scale = time_scale
+        self.max_period = max_period
         init = nnx.initializers.normal(0.02)
         kw = dict(dtype=dtype, param_dtype=param_dtype, kernel_init=init, rngs=rngs)
         self.linear_1 = nnx.Linear(frequency_dim, hidden_size, **kw)
@@ -56,7 +58,9 @@ class TimestepEmbedder(nnx.Module):
 
     def __call__(self, t: jax.Array) -> jax.Array:
         """`t: [B]` → `[B, hidden_size]`."""
-        emb = sinusoidal_embedding(t, self.frequency_dim, time_scale=self.time_scale)
+        emb = sinusoidal_embedding(
+            t, self.frequency_dim, max_period=self.max_period, time_scale=self.time_scale
+        )
         return self.linear_2(nnx.silu(self.linear_1(emb)))
 
 
