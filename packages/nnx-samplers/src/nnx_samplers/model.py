@@ -100,7 +100,12 @@ def model_info(model: "Interfaces | FunctionModel") -> ModelInfo:
         return ModelInfo(model.time_domain, model.two_time, model.alpha_sigma is not None)
     if isinstance(model, Interfaces):
         learned = bool(getattr(model, "learned_variance", False))
-        return ModelInfo(model.time_domain, bool(model.two_time), _has_alpha_sigma(model), learned)
+        return ModelInfo(
+            model.time_domain,
+            bool(model.two_time),
+            _has_alpha_sigma(model),
+            learned_variance=learned,
+        )
     raise SamplerConfigError(
         f"A sampler's model must be an nnx_interfaces.Interfaces or an nnx_samplers.FunctionModel; "
         f"got {type(model).__name__}. Wrap a plain function as FunctionModel(time_domain, "
