@@ -26,7 +26,7 @@ learned range, no clipping; with `ClassifierFreeGuidance(1.5, channels=3)` its
 """
 
 import dataclasses
-from typing import ClassVar
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -47,11 +47,14 @@ class DDPMAncestral(Sampler):
         respacing 1000 → 250; "ddim25" and "10,15,20" forms too).
       variance: "fixed_small", "fixed_large", "learned_range" or "learned".
       clip_denoised: clamp x̂ to [−1, 1] before the posterior mean.
+      noise_sampler: optional `(key, step, x) -> z` shaped like x (default
+        `jax.random.normal(key, x.shape)`), e.g. to feed the fixed per-step noise of a reference
+        run (as `EDMSampler.noise_sampler`); `step` is the traced step index.
     """
 
     variance: str = "learned_range"
     clip_denoised: bool = False
-    accepts_noise: ClassVar[bool] = True
+    noise_sampler: Callable | None = None
 
     def __post_init__(self):
         super().__post_init__()
@@ -98,13 +101,13 @@ class DDPMAncestral(Sampler):
             "on": jnp.asarray(np.arange(grid.size - 1) < grid.size - 2, jnp.float32),
         }
 
-    def integrate(self, f, key, x_init, grid, info, trajectory, noise=None):
+    def integrate(self, f, key, x_init, grid, info, trajectory):
         n = grid.size - 1
         coef = self.coefficients(f, grid)
-        draws = jax.random.split(key, n) if noise is None else noise
+        keys = jax.random.split(key, n)
 
         def step(x, inp):
-            c, z = inp
+            c, i, k = inp
             t = time_array(c["t"], x)
             if self.learned:
                 x_hat, v = f.denoise_and_variance(x, t)
@@ -122,12 +125,14 @@ class DDPMAncestral(Sampler):
                 log_var = frac * c["log_large"] + (1.0 - frac) * c["log_small"]
             else:
                 log_var = v
-            if noise is None:
-                z = jax.random.normal(z, x.shape, x.dtype)
+            if self.noise_sampler is None:
+                z = jax.random.normal(k, x.shape, x.dtype)
+            else:
+                z = jnp.asarray(self.noise_sampler(k, i, x), x.dtype)
             x = mean + c["on"] * jnp.exp(0.5 * log_var) * z
             return x, (x if trajectory else None)
 
-        x, states = jax.lax.scan(step, x_init, (coef, draws))
+        x, states = jax.lax.scan(step, x_init, (coef, jnp.arange(n), keys))
         return x, with_initial(x_init, states)
 
     def count_nfe(self, grid, info):

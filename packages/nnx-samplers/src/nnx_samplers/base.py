@@ -13,7 +13,7 @@ device count.
 import abc
 import dataclasses
 import functools
-from typing import Any, ClassVar
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -75,8 +75,6 @@ class Sampler(abc.ABC):
 
     num_steps: int = 32
     schedule: Any = "uniform"
-    # Whether `integrate` takes `noise=[N, B, ...]` (injected draws instead of the key's).
-    accepts_noise: ClassVar[bool] = False
 
     def __post_init__(self):
         if not isinstance(self.num_steps, (int, np.integer)) or self.num_steps < 1:
@@ -116,7 +114,6 @@ class Sampler(abc.ABC):
         y: jax.Array | None = None,
         guidance: ClassifierFreeGuidance | Autoguidance | None = None,
         return_trajectory: bool = False,
-        noise: jax.Array | None = None,
     ) -> SampleResult:
         """Integrate from `x_init` (noise `[B, ...]` at the noise end) to the data end.
 
@@ -127,12 +124,10 @@ class Sampler(abc.ABC):
           y: optional `[B]` labels / conditioning passed to the model as `y=`.
           guidance: `ClassifierFreeGuidance` (needs int labels `y`) or `Autoguidance`.
           return_trajectory: also return the `[N+1, B, ...]` states at every grid time.
-          noise: `[N, B, ...]` standard-normal draws to use instead of the key's, one per step
-            (samplers with `accepts_noise`; reproduces another implementation's run exactly).
         """
         needs_y = isinstance(guidance, ClassifierFreeGuidance) and y is None
         run = self.bind(model, guidance=guidance, _labels_given=not needs_y)
-        return run(rngs_or_key, x_init, y=y, return_trajectory=return_trajectory, noise=noise)
+        return run(rngs_or_key, x_init, y=y, return_trajectory=return_trajectory)
 
     def bind(
         self,
@@ -182,32 +177,14 @@ class BoundSampler:
         *,
         y: jax.Array | None = None,
         return_trajectory: bool = False,
-        noise: jax.Array | None = None,
     ) -> SampleResult:
         if self.guidance is not None and self.guidance.kind == "cfg" and y is None:
             raise SamplerConfigError(
                 "Classifier-free guidance needs class labels: pass y=[B] int labels."
             )
-        if noise is not None:
-            _check_noise(self.sampler, noise, x_init, self.times.size - 1)
         program = self.programs[1 if return_trajectory else 0]
-        key = resolve_key(rngs_or_key)
-        x, traj = program(self.state, self.guide_state, key, x_init, y, noise)
+        x, traj = program(self.state, self.guide_state, resolve_key(rngs_or_key), x_init, y)
         return SampleResult(x=x, nfe=self.nfe, trajectory=traj, times=self.times)
-
-
-def _check_noise(sampler: Sampler, noise: jax.Array, x_init: jax.Array, steps: int) -> None:
-    if not sampler.accepts_noise:
-        raise SamplerConfigError(
-            f"{type(sampler).__name__} does not take injected noise (noise=); only samplers with "
-            f"accepts_noise do. Drop noise= to draw from the key."
-        )
-    want = (steps, *x_init.shape)
-    if tuple(noise.shape) != want:
-        raise SamplerConfigError(
-            f"noise must be [N, B, ...] = {list(want)} (one draw per step); got "
-            f"{list(noise.shape)}."
-        )
 
 
 def _alpha_sigma_of(model):
@@ -254,12 +231,11 @@ def _compiled(sampler, static, info, guidance, guide_static, grid, trajectory):
     """The whole sampling loop as one jitted XLA program, built once per static configuration
     (hashing a large nnx GraphDef costs ~1 ms, so it is done here, at bind time, not per call)."""
 
-    def program(state, g_state, key, x_init, y, noise):
+    def program(state, g_state, key, x_init, y):
         model = merge_model(static, state)
         guide = None if guide_static is None else merge_model(guide_static, g_state)
         f = Evaluator(model, y, guidance, guide)
-        kw = {} if noise is None else {"noise": noise}
-        return sampler.integrate(f, key, x_init, np.asarray(grid), info, trajectory, **kw)
+        return sampler.integrate(f, key, x_init, np.asarray(grid), info, trajectory)
 
     return jax.jit(program)
 
