@@ -51,7 +51,8 @@ class LightningDDT(nnx.Module):
       rope_layout: "eva" (LightningDiT / RAE: rows then columns) or "ddt" (MCG-NJU DDT:
         column/row pairs interleaved, positions spread over [0, 16]).
       final_rmsnorm: the final layer's norm (None: as the blocks; DDT: False, a LayerNorm).
-      The remaining arguments are `LightningDiT`'s.
+
+    The remaining arguments are `LightningDiT`'s.
     """
 
     def __init__(

@@ -64,37 +64,6 @@ class TimestepEmbedder(nnx.Module):
         return self.linear_2(nnx.silu(self.linear_1(emb)))
 
 
-class GaussianFourierEmbedding(nnx.Module):
-    """[sin(2π·t·W), cos(2π·t·W)] → Linear → SiLU → Linear with a fixed random W ~ N(0, scale²)
-    (Gaussian Fourier features, Tancik et al. 2020; the time embedding of RAE's DiT^DH).
-
-    W is a non-trainable `nnx.Variable` (the release's `t_embedder.W`), so an optimizer over
-    `nnx.Param` leaves it alone. `t` enters unscaled (order one, e.g. flow time in [0, 1]).
-    """
-
-    def __init__(
-        self,
-        hidden_size: int,
-        *,
-        embedding_size: int = 256,
-        scale: float = 1.0,
-        dtype: jnp.dtype = jnp.float32,
-        param_dtype: jnp.dtype = jnp.float32,
-        rngs: nnx.Rngs,
-    ):
-        self.W = nnx.Variable(scale * jax.random.normal(rngs.params(), (embedding_size,)))
-        init = nnx.initializers.normal(0.02)
-        kw = dict(dtype=dtype, param_dtype=param_dtype, kernel_init=init, rngs=rngs)
-        self.linear_1 = nnx.Linear(2 * embedding_size, hidden_size, **kw)
-        self.linear_2 = nnx.Linear(hidden_size, hidden_size, **kw)
-
-    def __call__(self, t: jax.Array) -> jax.Array:
-        """`t: [B]` → `[B, hidden_size]`."""
-        arg = 2 * jnp.pi * t.astype(jnp.float32)[:, None] * self.W[...][None, :]
-        emb = jnp.concatenate([jnp.sin(arg), jnp.cos(arg)], axis=-1)
-        return self.linear_2(nnx.silu(self.linear_1(emb)))
-
-
 class LabelEmbedder(nnx.Module):
     """Class-label embedding with a learned null label (index `num_classes`) for CFG.
 
@@ -134,3 +103,34 @@ class LabelEmbedder(nnx.Module):
         if train and self.dropout_prob > 0:
             y = self.drop_labels(y)
         return self.embedding_table(y)
+
+
+class GaussianFourierEmbedding(nnx.Module):
+    """[sin(2π·t·W), cos(2π·t·W)] → Linear → SiLU → Linear with a fixed random W ~ N(0, scale²)
+    (Gaussian Fourier features, Tancik et al. 2020; the time embedding of RAE's DiT^DH).
+
+    W is a non-trainable `nnx.Variable` (the release's `t_embedder.W`), so an optimizer over
+    `nnx.Param` leaves it alone. `t` enters unscaled (order one, e.g. flow time in [0, 1]).
+    """
+
+    def __init__(
+        self,
+        hidden_size: int,
+        *,
+        embedding_size: int = 256,
+        scale: float = 1.0,
+        dtype: jnp.dtype = jnp.float32,
+        param_dtype: jnp.dtype = jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        self.W = nnx.Variable(scale * jax.random.normal(rngs.params(), (embedding_size,)))
+        init = nnx.initializers.normal(0.02)
+        kw = dict(dtype=dtype, param_dtype=param_dtype, kernel_init=init, rngs=rngs)
+        self.linear_1 = nnx.Linear(2 * embedding_size, hidden_size, **kw)
+        self.linear_2 = nnx.Linear(hidden_size, hidden_size, **kw)
+
+    def __call__(self, t: jax.Array) -> jax.Array:
+        """`t: [B]` → `[B, hidden_size]`."""
+        arg = 2 * jnp.pi * t.astype(jnp.float32)[:, None] * self.W[...][None, :]
+        emb = jnp.concatenate([jnp.sin(arg), jnp.cos(arg)], axis=-1)
+        return self.linear_2(nnx.silu(self.linear_1(emb)))

@@ -34,7 +34,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from nnx_backbones.convert.dit import CONV2D, _linear, _norm, block_mapping, read_source
+from nnx_backbones.convert.common import load_mapped
+from nnx_backbones.convert.dit import CONV2D, _linear, _norm, block_mapping
 from nnx_backbones.ddt import LightningDDT
 from nnx_backbones.dit import _pos_table
 from nnx_backbones.layers.position import rope_2d_grid
@@ -45,6 +46,7 @@ from nnx_backbones.weights.assign import (
     assign_state,
     export_state,
 )
+from nnx_backbones.weights.io import read_state_dict
 
 
 def rae_ddt_mapping(model: LightningDDT) -> StateMapping:
@@ -107,9 +109,7 @@ def load_rae_ddt(
     Raises:
       WeightsError: listing every unknown, missing and mis-shaped key (nothing is assigned).
     """
-    tensors, name = read_source(source, key=key)
-    assign_state(model, tensors, rae_ddt_mapping(model), source=name)
-    return model
+    return load_mapped(model, source, rae_ddt_mapping(model), key=key)
 
 
 def export_rae_ddt(model: LightningDDT) -> dict[str, np.ndarray]:
@@ -199,8 +199,7 @@ def load_ddt(
     Raises:
       WeightsError: listing every unknown, missing and mis-shaped key (nothing is assigned).
     """
-    tensors, name = read_source(source, key=key)
-    tensors = dict(tensors)
+    tensors = dict(source if isinstance(source, Mapping) else read_state_dict(source, key=key))
     blocks = sorted({k.split(".")[1] for k in tensors if k.startswith("blocks.")}, key=int)
     for n in blocks:
         c = f"blocks.{n}"
@@ -215,6 +214,7 @@ def load_ddt(
         if f"{c}.attn.qkv.weight" in tensors:
             qkv = tensors[f"{c}.attn.qkv.weight"]
             tensors.setdefault(f"{c}.attn.qkv.bias", np.zeros(qkv.shape[0], qkv.dtype))
+    name = "checkpoint" if isinstance(source, Mapping) else str(source)
     assign_state(model, tensors, ddt_mapping(model), source=name)
     return model
 

@@ -33,16 +33,16 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from nnx_backbones.convert.common import load_mapped
 from nnx_backbones.dit import PatchTransformer
 from nnx_backbones.weights.assign import (
     CONV2D,
     LINEAR,
     Buffer,
     StateMapping,
-    assign_state,
     export_state,
 )
-from nnx_backbones.weights.io import read_state_dict, write_state_dict
+from nnx_backbones.weights.io import write_state_dict
 
 
 def _linear(ckpt: str, path: str) -> dict:
@@ -129,18 +129,7 @@ def load_dit(
     Raises:
       WeightsError: listing every unknown, missing and mis-shaped key (nothing is assigned).
     """
-    tensors, name = read_source(source, key=key)
-    assign_state(model, tensors, dit_mapping(model), source=name)
-    return model
-
-
-def read_source(
-    source: str | os.PathLike | Mapping[str, np.ndarray], *, key: str | None = None
-) -> tuple[Mapping[str, np.ndarray], str]:
-    """(flat tensors, a name for error messages) from a weights file path or a flat dict."""
-    if isinstance(source, Mapping):
-        return source, "checkpoint"
-    return read_state_dict(source, key=key), str(source)
+    return load_mapped(model, source, dit_mapping(model), key=key)
 
 
 def export_dit(model: PatchTransformer) -> dict[str, np.ndarray]:

@@ -21,9 +21,10 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from nnx_backbones.convert.dit import read_source
+from nnx_backbones.convert.common import load_mapped
 from nnx_backbones.rae import RAE, RAEDecoder, sincos_2d
-from nnx_backbones.weights.assign import LINEAR, Buffer, StateMapping, assign_state, export_state
+from nnx_backbones.weights.assign import LINEAR, Buffer, StateMapping, export_state
+from nnx_backbones.weights.io import read_state_dict
 
 
 def _linear(ckpt: str, path: str) -> dict:
@@ -70,11 +71,9 @@ def load_rae_decoder(
     Raises:
       WeightsError: listing every unknown, missing and mis-shaped key (nothing is assigned).
     """
-    tensors, name = read_source(source)
-    grid = rae.latent_shape[:2]
-    assign_state(rae.decoder, tensors, rae_decoder_mapping(rae.decoder, grid), source=name)
+    load_mapped(rae.decoder, source, rae_decoder_mapping(rae.decoder, rae.latent_shape[:2]))
     if stats is not None:
-        values, _ = read_source(stats)
+        values = stats if isinstance(stats, Mapping) else read_state_dict(stats)
         rae.set_latent_stats(values["mean"], values["var"])
     return rae
 
