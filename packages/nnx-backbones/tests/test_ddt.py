@@ -24,7 +24,9 @@ def build(seed: int = 0, **kw) -> LightningDDT:
     )
     model = nnx.eval_shape(lambda: LightningDDT(**(base | kw), rngs=nnx.Rngs(0)))
     rng = np.random.default_rng(seed)
-    for path, var in variables(model).items():
+    for path, var in variables(model, nnx.Variable).items():  # params and the Fourier W
+        if isinstance(var, nnx.RngKey | nnx.RngCount):
+            continue
         v = (1.0 if path.endswith("scale") else 0.0) + 0.2 * rng.standard_normal(
             var.get_value().shape
         )

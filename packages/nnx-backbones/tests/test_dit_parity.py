@@ -407,6 +407,11 @@ def test_lightning_ddt_matches_numpy_reference(widths):
         depth=(2, 1),
         num_heads=(4, 4),
         num_classes=K,
+        # The generic form (DiT's embedding, no extra SiLU, positions in both stacks); the RAE
+        # defaults are pinned against RAE's own code in test_ddt_reference.py.
+        time_embedding="sinusoidal",
+        silu_in_modulation=False,
+        decoder_pos_embed=True,
     )
     assert (model.s_projector is None) == (d_enc == d_dec)
     rng = np.random.default_rng(5)

@@ -36,13 +36,14 @@ def test_schedules_match_ho_and_nichol_definitions():
     assert cos.time_domain.eps == 1e-3 and cos.time_domain.noise == 1.0
 
 
-def _f_star(oracle, prediction):
-    def f(x_in, c_noise, r, y):  # c_in = 1 and c_noise = t: the network sees (x_t, t) directly
-        n_hat = oracle.posterior_mean_n(x_in, c_noise)
-        x_hat = oracle.posterior_mean_x(x_in, c_noise)
+def _f_star(oracle, prediction, num_steps=1000):
+    def f(x_in, c_noise, r, y):  # c_in = 1 and c_noise = t − 1/T: the network sees x_t directly
+        t = c_noise + 1.0 / num_steps
+        n_hat = oracle.posterior_mean_n(x_in, t)
+        x_hat = oracle.posterior_mean_x(x_in, t)
         if prediction == "eps":
             return n_hat
-        a, s = oracle.alpha_sigma(c_noise)
+        a, s = oracle.alpha_sigma(t)
         return a[:, None] * n_hat - s[:, None] * x_hat
 
     return f
@@ -51,7 +52,8 @@ def _f_star(oracle, prediction):
 def _oracle_ddpm(oracle_net, schedule, prediction, delta=0.0, **kw):
     itf = DDPMInterface(_net(), beta_schedule=schedule, prediction=prediction, **kw)
     oracle = GaussianOracle(MEAN, STD, itf.alpha_sigma)
-    net = oracle_net(_f_star(oracle, prediction), rngs=nnx.Rngs(0), delta=delta)
+    f_star = _f_star(oracle, prediction, kw.get("num_steps", 1000))
+    net = oracle_net(f_star, rngs=nnx.Rngs(0), delta=delta)
     itf = DDPMInterface(
         net, beta_schedule=schedule, prediction=prediction, rngs=nnx.Rngs(0, time=1, noise=2), **kw
     )
@@ -98,6 +100,33 @@ def test_training_index_is_uniform_on_1_to_T():
     assert i.min() >= 1 - 1e-3 and i.max() <= 1000 + 1e-3
     np.testing.assert_allclose(i.mean(), 500.5, atol=2.0)
     np.testing.assert_allclose(i.var(), (1000**2 - 1) / 12, rtol=0.02)
+
+
+def test_network_sees_the_release_index_n_at_alphas_cumprod_n():
+    """DiT/ADM feed the 0-based index n at the noise level alphas_cumprod[n] = ᾱ_{n+1}, which
+    sits at t = (n + 1)/T here: the network must get n/T (n after DiT's ×1000 for T = 1000)."""
+    seen = {}
+
+    class Probe(nnx.Module):
+        def __call__(self, x, t, **kw):
+            seen["t"] = t
+            return jnp.zeros_like(x)
+
+    for num_steps in (1000, 250):
+        itf = DDPMInterface(Probe(), num_steps=num_steps, rngs=nnx.Rngs(0))
+        n = jnp.array([0, 1, 17, num_steps - 1])
+        t = (n + 1) / num_steps
+        alphas_cumprod = np.cumprod(1 - np.linspace(1e-4, 0.02, num_steps) * 1000 / num_steps)
+        np.testing.assert_allclose(itf.alpha_sigma(t)[0] ** 2, alphas_cumprod[n], rtol=2e-5)
+        itf.denoise(jnp.zeros((4, 2)), t)
+        np.testing.assert_allclose(seen["t"] * num_steps, n, atol=1e-4)
+
+
+def test_denoise_and_variance_needs_a_learn_sigma_network():
+    itf = DDPMInterface(_net(), rngs=nnx.Rngs(0))
+    assert not itf.learned_variance
+    with pytest.raises(InterfaceConfigError, match="learn_sigma"):
+        itf.denoise_and_variance(jnp.zeros((2, 2)), jnp.full((2,), 0.5))
 
 
 def test_bad_configuration_raises():

@@ -1,13 +1,13 @@
 """Tensor and context parallelism on 8 simulated CPU devices, against one device.
 
 Model level (compiled once per case, module-scoped): a tiny DiT, LightningDiT (2-D RoPE, qk-norm,
-SwiGLU) and LightningDDT (with `remat`), parameters sharded by `nnx_train.sharding.param_specs` (Megatron tensor
-rules + FSDP), the batch over data × fsdp, traced under `jax.set_mesh`: forward output, loss and
-gradients equal the single-device ones (f32, 1e-5 relative); per-device parameter bytes from the
-compiled memory analysis scale as 1/(tensor · fsdp); the HLO has one all-reduce per block half
-in the forward pass, no all-gather of a whole tensor-parallel weight, and (ring attention) no
-all-gather of the whole token sequence. Trainer level: 3 train steps on data 2 × tensor 2 ×
-context 2 equal one device, and a SIGKILL + resume of that sharded run is bit-identical.
+SwiGLU) and LightningDDT (with `remat`), parameters sharded by `nnx_train.sharding.param_specs`
+(Megatron tensor rules + FSDP), the batch over data × fsdp, traced under `jax.set_mesh`: forward
+output, loss and gradients equal the single-device ones (f32, 1e-5 relative); per-device parameter
+bytes from the compiled memory analysis scale as 1/(tensor · fsdp); the HLO has one all-reduce per
+block half in the forward pass, no all-gather of a whole tensor-parallel weight, and (ring
+attention) no all-gather of the whole token sequence. Trainer level: 3 train steps on data 2 ×
+tensor 2 × context 2 equal one device, and a SIGKILL + resume of that sharded run is bit-identical.
 """
 
 import os

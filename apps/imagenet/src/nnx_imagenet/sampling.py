@@ -44,5 +44,9 @@ def sample_fn_from_state(
     iface = interface_from_state(config, state, ema=ema)
     sampler = trainer.build_sampler(config.sample.sampler)
     return callbacks.make_sample_fn(
-        lambda: iface, sampler, tuple(config.data.shape), guidance=config.sample.guidance
+        lambda: iface,
+        sampler,
+        tuple(config.data.shape),
+        guidance=config.sample.guidance,
+        guidance_channels=config.sample.guidance_channels,
     )

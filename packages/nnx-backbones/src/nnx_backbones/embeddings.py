@@ -47,12 +47,14 @@ class TimestepEmbedder(nnx.Module):
         *,
         frequency_dim: int = 256,
         time_scale: float = 1000.0,
+        max_period: float = 10_000.0,
         dtype: jnp.dtype = jnp.float32,
         param_dtype: jnp.dtype = jnp.float32,
         rngs: nnx.Rngs,
     ):
         self.frequency_dim = frequency_dim
         self.time_scale = time_scale
+        self.max_period = max_period
         init = nnx.initializers.normal(0.02)
         kw = dict(dtype=dtype, param_dtype=param_dtype, kernel_init=init, rngs=rngs)
         self.linear_1 = nnx.Linear(frequency_dim, hidden_size, **kw)
@@ -60,7 +62,9 @@ class TimestepEmbedder(nnx.Module):
 
     def __call__(self, t: jax.Array) -> jax.Array:
         """`t: [B]` → `[B, hidden_size]`."""
-        emb = sinusoidal_embedding(t, self.frequency_dim, time_scale=self.time_scale)
+        emb = sinusoidal_embedding(
+            t, self.frequency_dim, max_period=self.max_period, time_scale=self.time_scale
+        )
         # Under tensor parallelism: linear_1 column-, linear_2 row-parallel (layers.parallel).
         return replicated(self.linear_2(nnx.silu(split(self.linear_1(emb)))))
 
@@ -124,3 +128,34 @@ class LabelEmbedder(nnx.Module):
         if train and self.dropout_prob > 0:
             y = self.drop_labels(y)
         return self.embedding_table(y)
+
+
+class GaussianFourierEmbedding(nnx.Module):
+    """[sin(2π·t·W), cos(2π·t·W)] → Linear → SiLU → Linear with a fixed random W ~ N(0, scale²)
+    (Gaussian Fourier features, Tancik et al. 2020; the time embedding of RAE's DiT^DH).
+
+    W is a non-trainable `nnx.Variable` (the release's `t_embedder.W`), so an optimizer over
+    `nnx.Param` leaves it alone. `t` enters unscaled (order one, e.g. flow time in [0, 1]).
+    """
+
+    def __init__(
+        self,
+        hidden_size: int,
+        *,
+        embedding_size: int = 256,
+        scale: float = 1.0,
+        dtype: jnp.dtype = jnp.float32,
+        param_dtype: jnp.dtype = jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        self.W = nnx.Variable(scale * jax.random.normal(rngs.params(), (embedding_size,)))
+        init = nnx.initializers.normal(0.02)
+        kw = dict(dtype=dtype, param_dtype=param_dtype, kernel_init=init, rngs=rngs)
+        self.linear_1 = nnx.Linear(2 * embedding_size, hidden_size, **kw)
+        self.linear_2 = nnx.Linear(hidden_size, hidden_size, **kw)
+
+    def __call__(self, t: jax.Array) -> jax.Array:
+        """`t: [B]` → `[B, hidden_size]`."""
+        arg = 2 * jnp.pi * t.astype(jnp.float32)[:, None] * self.W[...][None, :]
+        emb = jnp.concatenate([jnp.sin(arg), jnp.cos(arg)], axis=-1)
+        return self.linear_2(nnx.silu(self.linear_1(emb)))

@@ -13,7 +13,8 @@ Representation Autoencoders"): a frozen DINOv2-with-registers encoder, a trainab
 The encoder is frozen: `encode` stops gradients, and only `rae.decoder` should be given to the
 optimizer (e.g. `nnx.Optimizer(rae, tx, wrt=nnx.All(nnx.Param, nnx.PathContains("decoder")))`).
 Statistics come from `estimate_latent_stats` over encoded training images (or a released stats
-file via `set_latent_stats`). Released RAE decoder checkpoints are not imported here.
+file via `set_latent_stats`). Released decoders and `stat.pt` files load with
+`nnx_backbones.convert.rae.load_rae_decoder` (pinned against the release's own code).
 """
 
 from collections.abc import Iterable
@@ -39,7 +40,7 @@ class RAEDecoderConfig:
     mlp_ratio: float = 4096 / 1152
     patch_size: int = 16
     out_channels: int = 3
-    layer_norm_eps: float = 1e-6
+    layer_norm_eps: float = 1e-12  # the release's ViT-MAE decoder config
 
 
 def sincos_2d(dim: int, h: int, w: int) -> np.ndarray:
@@ -155,8 +156,8 @@ class RAE(nnx.Module):
                 f"latent stats must have shape {self.latent_shape} (h, w, C); got mean "
                 f"{mean.shape}, var {var.shape}."
             )
-        self.latent_mean[...] = jnp.asarray(mean)
-        self.latent_var[...] = jnp.asarray(var)
+        self.latent_mean.set_value(jnp.asarray(mean))  # also on an abstract (eval_shape) RAE
+        self.latent_var.set_value(jnp.asarray(var))
 
     def features(self, images: jax.Array) -> jax.Array:
         """Raw (unnormalised) encoder tokens `[B, h, w, C]` of images in [−1, 1], no gradient."""

@@ -13,8 +13,7 @@ Then α(t) = sqrt(ᾱ(t)), σ(t) = sqrt(1 − ᾱ(t)) (variance preserving, α²
 values are exactly the discrete ones. Training draws the index: u from the training time
 distribution on [0, 1], i = ceil(u·T) ∈ {1..T} (uniform u gives DDPM's uniform index), t = i/T.
 
-    network     F = network(x_t, t)          (c_in = 1, c_noise = t = i/T: the DiT embedding with
-                                              time_scale 1000 sees exactly the index i when T=1000)
+    network     F = network(x_t, c_noise)    (c_in = 1, c_noise = t − 1/T = (i − 1)/T)
     ε-pred      target n;          E[n | x_t] = F,            x̂ = (x_t − σ·F)/α
     v-pred      target α·n − σ·x;  E[n | x_t] = σ·x_t + α·F,  x̂ = α·x_t − σ·F
     pred        dx/dt = α'·x̂ + σ'·E[n | x_t]        (probability-flow ODE in t)
@@ -22,6 +21,17 @@ distribution on [0, 1], i = ceil(u·T) ∈ {1..T} (uniform u gives DDPM's unifor
     loss        mean‖F − target‖²                   (DDPM's "simple" loss)
 
 `c_skip`, `c_out` describe x̂ = c_skip·x_t + c_out·F (ε: 1/α, −σ/α; v: α, −σ).
+
+Time index convention (the DiT / ADM releases): their arrays are 0-based, `alphas_cumprod[n]`
+= ᾱ_{n+1}, and the network is fed the integer n at that noise level. Here the noise level ᾱ_i
+sits at t = i/T, so the network gets c_noise = (i − 1)/T = t − 1/T: with the DiT embedding's
+time_scale 1000 and T = 1000 it sees exactly the release's n = i − 1 (for other T, the
+release's n scaled to [0, 1): n/T).
+
+With a network that predicts a variance too (`learn_sigma`, 2·C output channels, as DiT),
+`denoise_and_variance` returns x̂ and the extra channels v, which ADM's ancestral sampler
+(`nnx_samplers.DDPMAncestral`, variance "learned_range") reads as the interpolation
+log Σ = ½(v + 1)·log β̃_max + ½(1 − v)·log β̃_min between the two fixed variances.
 """
 
 import functools
@@ -132,7 +142,8 @@ class DDPMInterface(Interfaces):
         return 1.0 / alpha if self.prediction == "eps" else alpha
 
     def c_noise(self, t: jax.Array) -> jax.Array:
-        return t
+        """t − 1/T: the release's 0-based index n = i − 1 at t = i/T, scaled by 1/T."""
+        return t - 1.0 / self.num_steps
 
     # --- training distribution ---------------------------------------------------------------
     def sample_t(self, shape: tuple[int, ...]) -> jax.Array:
@@ -170,6 +181,31 @@ class DDPMInterface(Interfaces):
     def denoise(self, x_t: jax.Array, t: jax.Array, *args, **kwargs) -> jax.Array:
         """x̂ = E[x | x_t] (`x_t: [B, ...]`, `t: [B]`)."""
         return self._posterior_means(x_t, t, *args, **kwargs)[0]
+
+    @property
+    def learned_variance(self) -> bool:
+        """Whether the network also predicts a variance (built with `learn_sigma=True`)."""
+        return bool(getattr(self.network, "learn_sigma", False))
+
+    def denoise_and_variance(
+        self, x_t: jax.Array, t: jax.Array, *args, **kwargs
+    ) -> tuple[jax.Array, jax.Array]:
+        """(x̂, v) from one call of a `learn_sigma` network: x̂ from the first C output channels
+        (as `denoise`), v = the last C channels (ADM's variance values, ~[−1, 1])."""
+        if not self.learned_variance:
+            raise InterfaceConfigError(
+                f"denoise_and_variance needs a network that predicts a variance (2·C output "
+                f"channels); {type(self.network).__name__} was built without learn_sigma=True. "
+                f"Build it with learn_sigma=True, or sample with a fixed variance."
+            )
+        kwargs["full_output"] = True
+        out, _ = self.network_output(x_t, t, *args, **kwargs)
+        c = x_t.shape[-1]
+        f, v = out[..., :c], out[..., c:]
+        alpha, sigma = self.alpha_sigma(t)
+        a, s = self.bcast_right(alpha, x_t), self.bcast_right(sigma, x_t)
+        x_hat = (x_t - s * f) / a if self.prediction == "eps" else a * x_t - s * f
+        return x_hat, v
 
     def pred(self, x_t: jax.Array, t: jax.Array, *args, **kwargs) -> jax.Array:
         """dx/dt = α'(t)·x̂ + σ'(t)·n̂ (probability-flow ODE of the interpolated schedule)."""

@@ -5,6 +5,7 @@ return_trajectory=False) -> SampleResult(x, nfe, trajectory, times)`, where `mod
 `nnx_interfaces.Interfaces` or a `FunctionModel` of plain functions. The loop is one jitted program.
 """
 
+from nnx_samplers.ancestral import DDPMAncestral
 from nnx_samplers.base import BoundSampler, Sampler, SampleResult
 from nnx_samplers.dpm import DDIM, DPMSolverPP
 from nnx_samplers.edm import EDMSampler
@@ -18,10 +19,12 @@ from nnx_samplers.schedules import (
     EDMRho,
     Explicit,
     LogSNRUniform,
+    SpacedTimesteps,
     Uniform,
     cosine,
     edm_rho,
     logsnr_uniform,
+    space_timesteps,
     uniform,
 )
 from nnx_samplers.sde import EulerMaruyama
@@ -34,6 +37,7 @@ __all__ = [
     "BoundSampler",
     "ClassifierFreeGuidance",
     "Cosine",
+    "DDPMAncestral",
     "DPMSolverPP",
     "DenoiseRenoise",
     "EDMRho",
@@ -49,9 +53,11 @@ __all__ = [
     "Sampler",
     "SamplerConfigError",
     "SamplerError",
+    "SpacedTimesteps",
     "Uniform",
     "cosine",
     "edm_rho",
     "logsnr_uniform",
+    "space_timesteps",
     "uniform",
 ]

@@ -223,7 +223,10 @@ def _guidance_parts(guidance, model, info: ModelInfo, labels_given: bool):
                     "Classifier-free guidance needs the null label: pass "
                     "ClassifierFreeGuidance(scale, null_label=num_classes)."
                 )
-        return GuidanceSpec("cfg", float(guidance.scale), guidance.interval, int(null)), None, None
+        spec = GuidanceSpec(
+            "cfg", float(guidance.scale), guidance.interval, int(null), guidance.channels
+        )
+        return spec, None, None
     if isinstance(guidance, Autoguidance):
         g_info = model_info(guidance.guide)
         if g_info.time_domain != info.time_domain:

@@ -93,6 +93,7 @@ class ModelInfo:
     has_alpha_sigma: bool
     has_velocity: bool = True  # False: a consistency model (only denoise = the ODE's end point)
     name: str = "the model"
+    learned_variance: bool = False  # the model has `denoise_and_variance` (e.g. DiT's learn_sigma)
 
 
 def model_info(model: "Interfaces | FunctionModel") -> ModelInfo:
@@ -100,12 +101,14 @@ def model_info(model: "Interfaces | FunctionModel") -> ModelInfo:
     if isinstance(model, FunctionModel):
         return ModelInfo(model.time_domain, model.two_time, model.alpha_sigma is not None)
     if isinstance(model, Interfaces):
+        learned = bool(getattr(model, "learned_variance", False))
         return ModelInfo(
             model.time_domain,
             bool(model.two_time),
             _has_alpha_sigma(model),
             bool(getattr(model, "has_velocity", True)),
             type(model).__name__,
+            learned_variance=learned,
         )
     raise SamplerConfigError(
         f"A sampler's model must be an nnx_interfaces.Interfaces or an nnx_samplers.FunctionModel; "
@@ -187,6 +190,15 @@ class Model:
         if self.source.score is not None:
             return _call(self.source.score, x, t, y=y)
         return self.score_from_denoised(x, t, self.denoise(x, t, y=y))
+
+    def denoise_and_variance(self, x, t, *, y=None):
+        """(E[x | x_t], the model's variance output) of an interface with a learned variance."""
+        if self.is_function:
+            raise SamplerConfigError(
+                "A learned variance needs an interface with denoise_and_variance (e.g. "
+                "DDPMInterface on a learn_sigma network); a FunctionModel has none."
+            )
+        return _call(self.source.denoise_and_variance, x, t, y=y)
 
     # --- conversions (affine paths) ------------------------------------------------------------
     def denoise_from_velocity(self, x, t, v):

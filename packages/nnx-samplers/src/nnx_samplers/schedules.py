@@ -11,13 +11,20 @@ end: then the grid is N points from the noise end to `last_eval` (τ_ε = eps / 
 plus the data end itself (EDM's convention; the ρ-schedule always uses it: N network steps
 σ_max … σ_min, then 0).
 
-The small frozen dataclasses (`Uniform`, `EDMRho`, `LogSNRUniform`, `Cosine`, `Explicit`) hold a
+`SpacedTimesteps` is ADM's timestep respacing (`space_timesteps`, used by DiT): of a discrete
+model's T steps keep the indices given by section counts ("250": 250 evenly strided indices
+0 … T−1 with rounding; "10,15,20": 10, 15, 20 from three equal sections; "ddim25": the
+constant stride that gives exactly 25), each 0-based index n at t = (n + 1)/T, then the data end.
+
+The small frozen dataclasses (`Uniform`, `EDMRho`, `LogSNRUniform`, `Cosine`, `Explicit`,
+`SpacedTimesteps`) hold a
 schedule's options, are hashable (so they can be static arguments of a jitted sampler) and are
 called as `schedule(num_steps, time_domain, alpha_sigma) -> np.ndarray [N+1]`.
 """
 
 import dataclasses
 import math
+import re
 from collections.abc import Callable, Sequence
 
 import jax.numpy as jnp
@@ -181,6 +188,78 @@ def check_grid(times: Sequence[float], time_domain: TimeDomain) -> np.ndarray:
     return t
 
 
+RESPACING = re.compile(r"ddim\d+|\d+(,\d+)*")
+
+
+def space_timesteps(num_train_steps: int, section_counts: str | Sequence[int]) -> np.ndarray:
+    """ADM's `space_timesteps`: the kept 0-based indices of T = `num_train_steps`, sorted `[K]`.
+
+    `section_counts` is "ddimN" (stride s with len(range(0, T, s)) = N), or counts per equal
+    section as a list or a comma-separated string ("250", "10,15,20"): section j of size
+    T//k (+1 for the first T % k) keeps `count` indices start + round(m·(size − 1)/(count − 1)).
+    """
+    t = int(num_train_steps)
+    if isinstance(section_counts, str):
+        if not RESPACING.fullmatch(section_counts):
+            raise SamplerConfigError(
+                f"Cannot read respacing {section_counts!r}: expected 'N', 'N1,N2,...' or 'ddimN'."
+            )
+        if section_counts.startswith("ddim"):
+            want = int(section_counts[4:])
+            for stride in range(1, t):
+                if len(range(0, t, stride)) == want:
+                    return np.arange(0, t, stride)
+            raise SamplerConfigError(
+                f"Respacing {section_counts!r}: no integer stride gives exactly {want} of "
+                f"{t} steps."
+            )
+        section_counts = [int(c) for c in section_counts.split(",")]
+    counts = [int(c) for c in section_counts]
+    size_per, extra = divmod(t, len(counts))
+    start, kept = 0, []
+    for j, count in enumerate(counts):
+        size = size_per + (1 if j < extra else 0)
+        if size < count or count < 1:
+            raise SamplerConfigError(
+                f"Respacing: cannot take {count} steps from a section of {size} (T = {t}, "
+                f"sections {counts})."
+            )
+        stride = 1.0 if count <= 1 else (size - 1) / (count - 1)
+        kept += [start + round(m * stride) for m in range(count)]  # Python round, as ADM
+        start += size
+    return np.asarray(sorted(set(kept)))
+
+
+def spaced_timesteps(
+    num_steps: int,
+    time_domain: TimeDomain,
+    section_counts: str | Sequence[int],
+    *,
+    train_steps: int | None = None,
+) -> np.ndarray:
+    """The respaced grid: kept indices n (descending) at τ = (n + 1)/T, then the data end.
+
+    T = `train_steps`, or |noise − data| / eps of the time domain (DDPMInterface: eps = 1/T).
+    `num_steps` must equal the number of kept indices. Returns `[K+1]`.
+    """
+    span = _span(time_domain)
+    if train_steps is None:
+        if time_domain.eps <= 0:
+            raise SamplerConfigError(
+                "Timestep respacing needs the number of discrete training steps T: the model's "
+                "time domain has eps = 0, so pass SpacedTimesteps(..., train_steps=T)."
+            )
+        train_steps = round(span / time_domain.eps)
+    kept = space_timesteps(train_steps, section_counts)
+    if _check_steps(num_steps) != kept.size:
+        raise SamplerConfigError(
+            f"The respacing {section_counts!r} of T = {train_steps} keeps {kept.size} steps but "
+            f"num_steps={num_steps}; pass num_steps={kept.size}."
+        )
+    tau = np.concatenate([(kept[::-1] + 1.0) / train_steps, [0.0]])
+    return time_domain.data + (time_domain.noise - time_domain.data) * tau
+
+
 # --- hashable schedule specifications -------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class Uniform:
@@ -247,7 +326,24 @@ class Explicit:
         return t
 
 
-Schedule = Uniform | Cosine | EDMRho | LogSNRUniform | Explicit
+@dataclasses.dataclass(frozen=True)
+class SpacedTimesteps:
+    """ADM/DiT timestep respacing: `SpacedTimesteps("250")`, `("ddim25")`, `("10,15,20")`."""
+
+    section_counts: str | tuple[int, ...]
+    train_steps: int | None = None
+
+    def __post_init__(self):
+        if not isinstance(self.section_counts, str):
+            object.__setattr__(self, "section_counts", tuple(int(c) for c in self.section_counts))
+
+    def __call__(self, num_steps, time_domain, alpha_sigma=None) -> np.ndarray:
+        return spaced_timesteps(
+            num_steps, time_domain, self.section_counts, train_steps=self.train_steps
+        )
+
+
+Schedule = Uniform | Cosine | EDMRho | LogSNRUniform | Explicit | SpacedTimesteps
 _NAMES = {
     "uniform": Uniform,
     "cosine": Cosine,
@@ -258,15 +354,19 @@ _NAMES = {
 
 
 def as_schedule(spec: "str | Schedule | Sequence[float] | np.ndarray") -> Schedule:
-    """Accept a schedule object, a name ('uniform', 'cosine', 'edm', 'logsnr') or an array."""
-    if isinstance(spec, Uniform | Cosine | EDMRho | LogSNRUniform | Explicit):
+    """Accept a schedule object, a name ('uniform', 'cosine', 'edm', 'logsnr'), an ADM
+    respacing string ('250', 'ddim25', '10,15,20' → `SpacedTimesteps`) or an array."""
+    if isinstance(spec, Uniform | Cosine | EDMRho | LogSNRUniform | Explicit | SpacedTimesteps):
         return spec
+    if isinstance(spec, str) and RESPACING.fullmatch(spec):
+        return SpacedTimesteps(spec)
     if isinstance(spec, str):
         try:
             return _NAMES[spec.lower()]()
         except KeyError:
             raise SamplerConfigError(
-                f"Unknown schedule {spec!r}; expected one of {sorted(_NAMES)}, a schedule object "
+                f"Unknown schedule {spec!r}; expected one of {sorted(_NAMES)}, a respacing "
+                f"('250', 'ddim25'), a schedule object "
                 f"(Uniform(shift=...), EDMRho(rho=...), ...) or an explicit array of times."
             ) from None
     try:

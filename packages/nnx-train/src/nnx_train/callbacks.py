@@ -43,6 +43,7 @@ def make_sample_fn(
     data_shape: Sequence[int],
     *,
     guidance: float = 0.0,
+    guidance_channels: int = 0,
 ) -> SampleFn:
     """`sample_fn(key, labels [B] | None, batch_size) -> samples [B, *data_shape]` (jittable).
 
@@ -50,14 +51,20 @@ def make_sample_fn(
       interface_fn: returns the interface holding the parameters to sample with.
       sampler: an nnx-samplers sampler (`sampler.sample(key, model, x_init, y=, guidance=)`).
       guidance: classifier-free guidance scale w (0 = none; needs labels).
+      guidance_channels: guide only the first k channels (DiT's `forward_with_cfg`: 3); 0 = all.
     """
+    channels = guidance_channels or None
 
     def sample_fn(key: jax.Array, labels: jax.Array | None, batch_size: int) -> jax.Array:
         interface = interface_fn()
         k_init, k_sample = jax.random.split(key)
         batch = labels.shape[0] if labels is not None else batch_size
         x_init = initial_noise(interface, k_init, (batch, *data_shape))
-        cfg = ClassifierFreeGuidance(scale=guidance) if guidance and labels is not None else None
+        cfg = (
+            ClassifierFreeGuidance(scale=guidance, channels=channels)
+            if guidance and labels is not None
+            else None
+        )
         return sampler.sample(k_sample, interface, x_init, y=labels, guidance=cfg).x
 
     return sample_fn

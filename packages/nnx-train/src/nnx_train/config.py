@@ -119,6 +119,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.sample.num_images = 16
     c.sample.ema = ""  # params to sample with: "" = raw, or an EMA decay such as "0.999"
     c.sample.guidance = 0.0  # classifier-free guidance scale; 0 = none
+    c.sample.guidance_channels = 0  # guide only the first k channels (DiT: 3); 0 = all
     c.sample.sampler = ml_collections.ConfigDict()
     c.sample.sampler.name = "euler"  # registry name; the other keys are constructor kwargs
 
@@ -345,6 +346,9 @@ def _check_values(cfg: dict, errors: list[str]) -> None:
     steps = _get(cfg, "sample.sampler.num_steps")
     if isinstance(steps, int) and steps < 1:
         errors.append(f"sample.sampler.num_steps must be ≥ 1; got {steps}.")
+    channels = _get(cfg, "sample.guidance_channels")
+    if channels is not None and channels < 0:
+        errors.append(f"sample.guidance_channels must be ≥ 0 (0 = all); got {channels}.")
     batch, accum = _get(cfg, "data.global_batch_size"), _get(cfg, "train.grad_accum")
     if batch and accum and batch % accum:
         errors.append(

@@ -44,6 +44,7 @@ _REGISTRY: dict[str, dict[str, str | Callable[..., Any]]] = {
         "heun": "nnx_samplers.ode:Heun",
         "dpm_solver_pp": "nnx_samplers.dpm:DPMSolverPP",
         "ddim": "nnx_samplers.dpm:DDIM",
+        "ddpm": "nnx_samplers.ancestral:DDPMAncestral",
         "edm": "nnx_samplers.edm:EDMSampler",
         "euler_maruyama": "nnx_samplers.sde:EulerMaruyama",
         "jump": "nnx_samplers.jump:Jump",

@@ -304,6 +304,7 @@ def train(
                 fn = callbacks.make_sample_fn(
                     interface_with(config.eval.ema), build_sampler(config.sample.sampler),
                     config.data.shape, guidance=config.sample.guidance,
+                    guidance_channels=config.sample.guidance_channels,
                 )  # fmt: skip
                 for evaluate in evaluators:
                     logger.write(step, {f"eval/{k}": v for k, v in evaluate(fn, step).items()})
@@ -394,7 +395,10 @@ def _sample_grid(config, interface_fn, step, decode_fn, is_main) -> None:
         if config.data.num_classes
         else None
     )
-    fn = callbacks.make_sample_fn(interface_fn, sampler, config.data.shape, guidance=s.guidance)
+    fn = callbacks.make_sample_fn(
+        interface_fn, sampler, config.data.shape, guidance=s.guidance,
+        guidance_channels=s.guidance_channels,
+    )  # fmt: skip
     key = jax.random.fold_in(jax.random.key(config.seed), step)
     x = fn(key, labels, n)
     if decode_fn is not None:

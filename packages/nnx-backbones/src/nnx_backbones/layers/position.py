@@ -4,6 +4,9 @@
 quirk that the first half of the channels encodes the column index w and the second half the
 row index h). `rope_2d` is EVA/LightningDiT's `VisionRotaryEmbeddingFast`: the first half of each
 head's channels rotates with the row h, the second half with the column w, in adjacent pairs.
+`rope_2d_interleaved_grid` is DDT's (MCG-NJU) `precompute_freqs_cis_2d`: pair 2k rotates with
+the column, pair 2k+1 with the row, both at frequency θ^(−4k/head_dim), positions spread over
+[0, scale] (linspace) whatever the grid size.
 """
 
 import jax
@@ -62,3 +65,19 @@ def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
     rotated = jnp.stack([-pairs[..., 1], pairs[..., 0]], axis=-1).reshape(x.shape)
     cos, sin = cos[:, None, :].astype(x.dtype), sin[:, None, :].astype(x.dtype)
     return x * cos + rotated * sin
+
+
+def rope_2d_interleaved_grid(
+    head_dim: int, grid: tuple[int, int], *, theta: float = 10_000.0, scale: float = 16.0
+) -> tuple[jax.Array, jax.Array]:
+    """cos/sin tables `[gh·gw, head_dim]` of DDT's 2-D RoPE (row-major tokens): channel pair
+    (4k, 4k+1) turns by x·f_k, pair (4k+2, 4k+3) by y·f_k, f_k = θ^(−4k/head_dim),
+    x = linspace(0, scale, gw)[column], y = linspace(0, scale, gh)[row]."""
+    if head_dim % 4:
+        raise ValueError(f"2-D RoPE needs head_dim divisible by 4; got head_dim = {head_dim}.")
+    gh, gw = grid
+    y, x = jnp.meshgrid(jnp.linspace(0.0, scale, gh), jnp.linspace(0.0, scale, gw), indexing="ij")
+    freqs = 1.0 / theta ** (jnp.arange(0, head_dim, 4, dtype=jnp.float32) / head_dim)
+    angles = jnp.stack([x.reshape(-1, 1) * freqs, y.reshape(-1, 1) * freqs], axis=-1)  # [T, k, 2]
+    angles = jnp.repeat(angles.reshape(gh * gw, -1), 2, axis=-1)  # each pair's angle twice
+    return jnp.cos(angles), jnp.sin(angles)
