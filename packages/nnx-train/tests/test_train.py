@@ -129,7 +129,8 @@ def test_nonfinite_steps_are_skipped_then_stop_with_last_good_checkpoint(tmp_pat
         },
     )
     cfg.interface.blowup = float("inf")
-    with pytest.raises(NonFiniteError, match=r"3 consecutive steps.*last checkpoint \(step 2"):
+    match = r"3 consecutive steps.*newest checkpoint, step 2 .*verified finite"
+    with pytest.raises(NonFiniteError, match=match):
         trainer.train(cfg, T.make_data, devices=jax.devices()[:1])
     import orbax.checkpoint as ocp
 

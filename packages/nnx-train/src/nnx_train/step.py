@@ -3,9 +3,10 @@
 Inside: split the batch (every entry along its leading axis) into `grad_accum` micro-batches,
 accumulate loss and gradients of the interface's loss over them (`lax.scan`, gradients averaged),
 take the true global gradient norm, apply the optimizer (clipping included), update the EMAs,
-and guard against non-finite values:
+and guard against non-finite values, in the loss and gradient and in the state they produce
+(a finite gradient times a huge learning rate can still overflow the parameters):
 
-    finite = isfinite(loss) ∧ isfinite(‖g‖)
+    finite = isfinite(loss) ∧ isfinite(‖g‖) ∧ isfinite(params', opt_state', emas', other')
     params, opt_state, emas ← finite ? updated : unchanged        (the RNG always advances)
     skipped += ¬finite;  streak = finite ? 0 : streak + 1;  tripped |= streak ≥ K
 
@@ -22,7 +23,7 @@ from flax import nnx
 
 from nnx_train import ema as ema_lib
 from nnx_train import posthoc_ema
-from nnx_train.state import data_to_keys, keys_to_data, merge_module
+from nnx_train.state import all_finite, data_to_keys, keys_to_data, merge_module
 
 
 def microbatches(batch: dict, n: int) -> dict:
@@ -106,12 +107,16 @@ def make_train_step(
 
         # --- optimizer update, EMAs, non-finite guard -------------------------------------
         grad_norm = optax.tree.norm(grads)
-        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
         updates, opt_state = optimizer.update(grads, state["opt_state"], params)
         new_params = optax.apply_updates(params, updates)
         step_next = state["step"] + 1
         emas = ema_lib.update_emas(state["ema"], new_params, step_next, ema_warmup)
         power = posthoc_ema.update_power_emas(state["power_ema"], new_params, step_next, 1.0)
+        finite = (
+            jnp.isfinite(loss)
+            & jnp.isfinite(grad_norm)
+            & all_finite((new_params, opt_state, emas, power, other))
+        )
 
         def keep(new, old):
             return jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)

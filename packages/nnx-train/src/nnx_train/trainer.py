@@ -9,7 +9,10 @@ grain iterator (with get_state / set_state) makes resumes continue the exact dat
 
 SIGTERM (preemption): the current step finishes, a checkpoint is saved and `train` returns with
 `preempted=True` (the caller exits 0). K consecutive non-finite steps raise `NonFiniteError`
-after pending saves finish (the parameters were never updated with non-finite values).
+after pending saves finish (no update that was non-finite, or would have made the state
+non-finite, was applied). One trainer per workdir (`workdir.RunLock`); the checkpoint directory
+is checked writable before anything compiles; a failed asynchronous save stops the run at the
+next step boundary (`Checkpointer.poll`).
 """
 
 import dataclasses
@@ -35,6 +38,7 @@ from nnx_train import ema as ema_lib
 from nnx_train import metrics as metrics_lib
 from nnx_train import state as state_lib
 from nnx_train import step as step_lib
+from nnx_train import workdir as workdir_lib
 from nnx_train.errors import ConfigError, NonFiniteError
 
 log = logging.getLogger(__name__)
@@ -166,7 +170,9 @@ def train(
     # ===== data ==================================================================================
     data_iter = make_data(jax.process_index(), jax.process_count(), local_batch)
 
-    # ===== restore or initialise =================================================================
+    # ===== restore or initialise (one trainer per workdir; room for a checkpoint) ================
+    run_lock = workdir_lib.acquire_run_lock(workdir)  # released in the `finally` below (or at exit)
+    workdir_lib.check_writable(ckpt_dir, state_lib.tree_bytes(abstract_state))
     ckpt = checkpoint.Checkpointer(
         ckpt_dir,
         keep_last=config.checkpoint.keep_last,
@@ -176,6 +182,8 @@ def train(
     restored = None
     if config.checkpoint.resume:
         restored = ckpt.restore(abstract_state, data_iter, config)
+    else:
+        ckpt.require_empty()
     if restored is not None:
         start_step, state = restored
         log.info("resumed from step %d under %s", start_step, ckpt_dir)
@@ -268,6 +276,7 @@ def train(
             logger.advance()
             if step_callback is not None:
                 step_callback(step)
+            ckpt.poll(step)  # a failed asynchronous save stops the run here
 
             stop = _should_stop(preempt, step, config.log.every_steps)
             if step % config.log.every_steps == 0 or step == config.total_steps or stop:
@@ -278,11 +287,11 @@ def train(
                 if result_metrics["tripped"]:
                     ckpt.wait()
                     raise NonFiniteError(
-                        f"{config.train.max_nonfinite} consecutive steps had a non-finite loss "
-                        f"or gradient (by step {step}; {result_metrics['skipped']} skipped in "
-                        f"total). Their updates were skipped; the last checkpoint "
-                        f"(step {last_saved}, under {ckpt_dir}) holds good parameters. Lower "
-                        f"the learning rate, check the data, or use a float32 compute dtype."
+                        f"{config.train.max_nonfinite} consecutive steps had a non-finite loss, "
+                        f"gradient or updated state (by step {step}; "
+                        f"{result_metrics['skipped']} skipped in total). Their updates were not "
+                        f"applied. {ckpt.describe_newest_finite()} Lower the learning rate, "
+                        f"check the data, or use a float32 compute dtype."
                     )
             if snapshots is not None and step % config.posthoc_ema.snapshot_every == 0:
                 snapshots.save(step, state["power_ema"])
@@ -309,6 +318,8 @@ def train(
             snapshots.close()
         logger.close()
         signal.signal(signal.SIGTERM, previous_handler)
+        if run_lock is not None:
+            run_lock.release()
     return TrainResult(state, step, preempted, result_metrics, ckpt_dir)
 
 
