@@ -98,6 +98,7 @@ class Checkpointer:
         self.newest_finite: int | None = None  # newest step verified finite (restored / saved)
         self._writing: int | None = None  # step whose record the background thread will write
         self._unchecked: int | None = None  # step whose save has not been checked for errors
+        self._failed = False  # a save error was raised
         self.manager = ocp.CheckpointManager(
             self.directory,
             options=options,
@@ -157,10 +158,11 @@ class Checkpointer:
         self.newest_finite = step  # it was checked finite before it was written
 
     def _save_error(self, step: int, err: Exception, when: str) -> CheckpointError:
+        self._failed = True
         intact = self.all_steps()
         return CheckpointError(
             f"Saving checkpoint step {step} under {self.directory} failed{when}: "
-            f"{type(err).__name__}: {str(err)[:500]}. The run stopped so that no work is done "
+            f"{type(err).__name__}: {_shorten(str(err))}. The run stopped so that no work is done "
             f"that could not be saved; the earlier checkpoints (steps {intact}) are intact. "
             f"Free disk space or fix the directory, then run again to resume"
             + (f" from step {intact[-1]}." if intact else ".")
@@ -186,7 +188,13 @@ class Checkpointer:
         try:
             self.wait()
         finally:
-            self.manager.close()
+            try:
+                self.manager.close()
+            except Exception as err:
+                if not self._failed:
+                    raise
+                # the save error was raised already; orbax repeats it while closing
+                log.info("closing the checkpoint manager after a failed save: %s", err)
 
     def all_steps(self) -> list[int]:
         self.manager.reload()
@@ -227,7 +235,7 @@ class Checkpointer:
             except _UnusableStepError as err:
                 state, reason = None, str(err)
             except Exception as err:
-                state, reason = None, f"{type(err).__name__}: {str(err)[:300]}"
+                state, reason = None, f"{type(err).__name__}: {_shorten(str(err), 200)}"
             if _agree(reason is None):
                 self.newest_finite = step
                 return step, state
@@ -310,6 +318,11 @@ class _UnusableStepError(Exception):
 
 _TMP_SUFFIX = ".orbax-checkpoint-tmp"  # orbax's fixed name of a step being written (local)
 _all_finite = jax.jit(all_finite)
+
+
+def _shorten(text: str, n: int = 300) -> str:
+    """The head and tail of a long message (orbax's put the cause, e.g. ENOSPC, last)."""
+    return text if len(text) <= 2 * n else f"{text[:n]} … {text[-n:]}"
 
 
 def _agree(ok: bool) -> bool:
