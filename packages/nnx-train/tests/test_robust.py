@@ -115,7 +115,7 @@ def _extra_file(d: Path):
 
 def _no_record(d: Path):
     (d / integrity.RECORD).unlink()
-    return "no SHA256SUMS record (its save did not finish)"
+    return "no SHA256SUMS record (its save did not finish"
 
 
 @pytest.mark.parametrize(
@@ -206,6 +206,15 @@ def test_huge_learning_rate_skips_updates_and_the_error_is_true(tmp_path):
     leaves = jax.tree.leaves(saved)
     assert all(np.all(np.isfinite(x)) for x in leaves if np.issubdtype(x.dtype, np.inexact))
     assert int(saved["guard"]["skipped"]) == 2  # both updates before step 2 were skipped
+
+
+def test_within_half_range_is_the_in_step_bound():
+    from nnx_train.step import within_half_range
+
+    big = float(np.finfo(np.float32).max) / 2
+    assert bool(within_half_range({"a": jnp.array([1.0, -big]), "i": jnp.array([7])}))
+    for bad in (2 * big * 0.75, float("inf"), float("nan")):
+        assert not bool(within_half_range({"a": jnp.array([1.0, bad])})), bad
 
 
 def test_nonfinite_state_is_never_written_and_never_restored(tmp_path, caplog):

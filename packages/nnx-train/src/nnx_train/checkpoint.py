@@ -249,7 +249,9 @@ class Checkpointer:
                 f"No usable checkpoint under {self.directory}.{detail}"
                 + (f"\nSteps moved aside (now or by an earlier run): {aside}." if aside else "")
                 + "\nThe run was not started from scratch, so that no work is replaced "
-                "silently. Inspect or restore those directories, or set "
+                "silently. Inspect or restore those directories (a step you trust, e.g. one "
+                "written before checksums were recorded, can be renamed back to its step number "
+                "and adopted with nnx_train.integrity.write_record(<its directory>)), or set "
                 "checkpoint.resume=False (or a new checkpoint.dir) to start a new run."
             )
         return None

@@ -74,7 +74,10 @@ def verify(step_dir: str) -> str | None:
     root = fileio.path(step_dir)
     record = root / RECORD
     if not record.exists():
-        return f"it has no {RECORD} record (its save did not finish)"
+        return (
+            f"it has no {RECORD} record (its save did not finish, or it was written before "
+            f"nnx-train recorded one)"
+        )
     expected = {}
     for line in record.read_text().splitlines():
         digest, sep, rel = line.partition("  ")
