@@ -280,7 +280,7 @@ class Checkpointer:
         if jax.process_index() == 0:
             try:
                 moved = integrity.move_aside(path)
-            except OSError as err:
+            except Exception as err:  # OSError locally; object stores may not rename folders
                 raise CheckpointError(
                     f"Checkpoint step {step} under {self.directory} is unusable: {reason}. It "
                     f"could not be moved aside ({err}); move or delete {path} by hand and run "

@@ -19,6 +19,7 @@ import concurrent.futures
 import datetime
 import hashlib
 import os
+import pathlib
 from typing import Any
 
 from nnx_train import fileio
@@ -29,12 +30,19 @@ _CHUNK = 8 << 20
 
 
 def _files(step_dir: Any) -> dict[str, Any]:
-    """{relative path: path} of every file under `step_dir` except the top-level UNRECORDED."""
+    """{relative path: path} of every file under `step_dir` except the top-level UNRECORDED
+    (os.walk locally; etils' walk on gs://, where a recursive glob is not supported)."""
+    if isinstance(step_dir, pathlib.PurePath):
+        walk = ((pathlib.Path(d), _, names) for d, _, names in os.walk(step_dir))
+    else:
+        walk = step_dir.walk()
     out = {}
-    for p in step_dir.rglob("*"):
-        rel = str(p.relative_to(step_dir))
-        if rel not in UNRECORDED and p.is_file():
-            out[rel] = p
+    for directory, _, names in walk:
+        for name in names:
+            p = directory / name
+            rel = p.relative_to(step_dir).as_posix()
+            if rel not in UNRECORDED:
+                out[rel] = p
     return out
 
 
