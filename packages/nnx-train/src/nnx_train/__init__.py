@@ -15,8 +15,10 @@ from nnx_train.errors import (
     IncompatibleCheckpointError,
     NonFiniteError,
     RegistryError,
+    RunLockError,
     ShardingError,
     TrainError,
+    WorkdirError,
 )
 from nnx_train.trainer import TrainResult, build_interface, train
 
@@ -28,9 +30,11 @@ __all__ = [
     "IncompatibleCheckpointError",
     "NonFiniteError",
     "RegistryError",
+    "RunLockError",
     "ShardingError",
     "TrainError",
     "TrainResult",
+    "WorkdirError",
     "build_interface",
     "default_config",
     "train",
