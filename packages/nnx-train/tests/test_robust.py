@@ -295,3 +295,19 @@ def test_failed_async_save_stops_the_run_at_the_next_step(tmp_path):
     ckpt = checkpoint.Checkpointer(str(tmp_path / "checkpoints"))
     assert ckpt.all_steps() == [2] and integrity.verify(str(tmp_path / "checkpoints" / "2")) is None
     ckpt.close()
+
+
+def test_save_failing_in_its_synchronous_part_is_an_immediate_clear_error(tmp_path):
+    """The step directory cannot be created (the checkpoint directory became a file): the save
+    raises at once (orbax creating directories in a background thread made this a 300 s
+    TimeoutError); the checkpointer closes without a second error."""
+    directory = tmp_path / "ckpt"
+    ckpt = checkpoint.Checkpointer(str(directory))
+    ckpt.save(1, {"w": jnp.ones(3)})
+    ckpt.wait()
+    shutil.move(directory, tmp_path / "moved")
+    directory.write_text("now a file")
+    with pytest.raises(CheckpointError, match=r"Saving checkpoint step 2 under .* failed: Not"):
+        ckpt.save(2, {"w": jnp.ones(3)})
+    ckpt.close()
+    assert integrity.verify(str(tmp_path / "moved" / "1")) is None
