@@ -177,6 +177,8 @@ def test_unwritable_or_full_checkpoint_dir_is_an_error_before_compiling(tmp_path
     with pytest.raises(WorkdirError, match=r"is not writable: .*Nothing was trained"):
         trainer.train(cfg, T.make_data)
     assert not (tmp_path / "run" / "metrics.jsonl").exists()  # the logger comes after compiling
+    with pytest.raises(WorkdirError, match=r"checkpoint directory .* is not writable: .*Not a"):
+        workdir.check_writable(str(blocker / "ckpt"))
     free = shutil.disk_usage(tmp_path).free
     with pytest.raises(WorkdirError, match=r"free, but one checkpoint .* needs about"):
         workdir.check_writable(str(tmp_path / "ok"), needed_bytes=free + 2**40)
@@ -265,6 +267,13 @@ def test_second_trainer_is_refused_and_a_dead_holders_lock_is_taken_over(tmp_pat
     assert "Wait for it to finish, stop it, or use another workdir" in msg
     assert not (run / "checkpoints").exists()
     holder.communicate("")  # a clean exit empties the lock: no warning for the next one
+    # A checkpoint directory outside the workdir is locked too.
+    shared = tmp_path / "shared_checkpoints"
+    holder = _holder(shared)
+    cfg = T.tiny_config(str(tmp_path / "other"), **{"checkpoint.dir": str(shared)})
+    with pytest.raises(RunLockError, match=f"Another trainer is using {shared}: host"):
+        trainer.train(cfg, T.make_data)
+    holder.communicate("")
     with caplog.at_level(logging.WARNING):
         workdir.RunLock(str(run)).release()
     assert "taking over" not in caplog.text

@@ -171,7 +171,7 @@ def train(
     data_iter = make_data(jax.process_index(), jax.process_count(), local_batch)
 
     # ===== restore or initialise (one trainer per workdir; room for a checkpoint) ================
-    run_lock = workdir_lib.acquire_run_lock(workdir)  # released in the `finally` below (or at exit)
+    run_lock = workdir_lib.acquire_run_lock(workdir, ckpt_dir)  # released in `finally` (or at exit)
     workdir_lib.check_writable(ckpt_dir, state_lib.tree_bytes(abstract_state))
     ckpt = checkpoint.Checkpointer(
         ckpt_dir,
@@ -318,8 +318,7 @@ def train(
             snapshots.close()
         logger.close()
         signal.signal(signal.SIGTERM, previous_handler)
-        if run_lock is not None:
-            run_lock.release()
+        run_lock.release()
     return TrainResult(state, step, preempted, result_metrics, ckpt_dir)
 
 

@@ -5,7 +5,8 @@ workdir and is `flock`ed for the whole run. The kernel drops an flock when its p
 lock left by a crashed or SIGKILLed trainer is free: the next trainer takes it over and logs a
 warning naming the dead holder. A live holder makes the second trainer stop before it compiles
 anything, with an error naming host, pid and start time. The file is emptied (not deleted, so
-that no one can lock a stale inode) when the run ends.
+that no one can lock a stale inode) when the run ends. A checkpoint directory outside the
+workdir gets its own `RUN.lock` (orbax ignores the file: it is not a step).
 
     local disk / NFS   flock (NFS clients forward it to the server's lock manager)
     gs://              not locked: object stores have no flock. The usual answer is a lease
@@ -65,8 +66,9 @@ class RunLock:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as err:
             raise WorkdirError(
-                f"Cannot create the run lock {self.path}: {err}. The workdir must be a writable "
-                f"directory; set config.workdir to one."
+                f"The directory {workdir} is not writable: cannot create the run lock "
+                f"{self.path} ({err}). Set config.workdir / config.checkpoint.dir to a writable "
+                f"directory. Nothing was trained."
             ) from err
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -74,7 +76,7 @@ class RunLock:
             holder = _read(fd)
             os.close(fd)
             raise RunLockError(
-                f"Another trainer is using workdir {workdir}: {_describe(holder)} (lock file "
+                f"Another trainer is using {workdir}: {_describe(holder)} (lock file "
                 f"{self.path}). Two trainers on one workdir overwrite each other's checkpoints. "
                 f"Wait for it to finish, stop it, or use another workdir. The lock is released "
                 f"when that process exits, even if it crashes or is killed."
@@ -112,14 +114,28 @@ class RunLock:
             os.close(fd)  # closing the last descriptor drops the flock
 
 
-def acquire_run_lock(workdir: str) -> RunLock | None:
-    """Process 0 takes the run lock; with several processes all of them learn the outcome (one
-    tiny broadcast) so that every process stops when the lock is held elsewhere."""
-    lock, error = None, None
+class RunLocks(list):
+    """The run locks of one run (workdir, and a checkpoint directory outside it)."""
+
+    def release(self) -> None:
+        for lock in reversed(self):
+            lock.release()
+
+
+def acquire_run_lock(workdir: str, checkpoint_dir: str | None = None) -> RunLocks:
+    """Process 0 locks `workdir`, and `checkpoint_dir` too if it lies outside the workdir (two
+    runs with different workdirs must not share one). With several processes all of them learn
+    the outcome (one tiny broadcast), so that every process stops when a lock is held elsewhere."""
+    dirs = [workdir]
+    if checkpoint_dir and not _inside(checkpoint_dir, workdir):
+        dirs.append(checkpoint_dir)
+    locks, error = RunLocks(), None
     if jax.process_index() == 0:
         try:
-            lock = RunLock(workdir)
+            for d in dirs:
+                locks.append(RunLock(d))
         except WorkdirError as err:
+            locks.release()
             error = err
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils
@@ -129,7 +145,14 @@ def acquire_run_lock(workdir: str) -> RunLock | None:
             raise RunLockError(f"Process 0 could not take the run lock of {workdir}; see its log.")
     if error is not None:
         raise error
-    return lock
+    return locks
+
+
+def _inside(path: str, parent: str) -> bool:
+    if "://" in path or "://" in parent:
+        return path.rstrip("/").startswith(parent.rstrip("/") + "/")
+    path, parent = os.path.abspath(path), os.path.abspath(parent)
+    return os.path.commonpath([path, parent]) == parent
 
 
 def check_writable(directory: str, needed_bytes: int = 0) -> None:
