@@ -150,6 +150,22 @@ def test_garbage_data_iterator_state_is_moved_aside_even_with_a_matching_record(
     assert len(list(ckpt_dir.glob("6.corrupt-*"))) == 1
 
 
+def test_readers_skip_damaged_steps_without_moving_them(good, tmp_path, caplog):
+    """move_aside=False (sampling / evaluation): a damaged step is skipped and left in place;
+    a host-NumPy target is checked finite with NumPy."""
+    _, result, _ = good
+    _, ckpt_dir = _copy(good, tmp_path)
+    _flip_16_bytes(_data_file(ckpt_dir / "6"))
+    host = jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), result.state)
+    ckpt = checkpoint.Checkpointer(str(ckpt_dir))
+    with caplog.at_level(logging.WARNING):
+        step, state = ckpt.restore(host, move_aside=False)
+    ckpt.close()
+    assert step == 4 and all(isinstance(x, np.ndarray) for x in jax.tree.leaves(state))
+    assert "checkpoint step 6 under" in caplog.text and "(left in place)" in caplog.text
+    assert (ckpt_dir / "6").is_dir() and not list(ckpt_dir.glob("6.corrupt-*"))
+
+
 def test_no_usable_checkpoint_is_an_error_every_time_not_a_fresh_start(good, tmp_path):
     _, result, _ = good
     _, ckpt_dir = _copy(good, tmp_path)

@@ -116,7 +116,7 @@ class Checkpointer:
         Raises `NonFiniteError` (nothing written) if the state holds inf/NaN, and
         `CheckpointError` if this or the previous save failed."""
         self.wait()  # the previous save: done, its errors raised, its record written
-        if not bool(_all_finite(state)):
+        if not _finite(state):
             raise NonFiniteError(
                 f"The train state at step {step} holds non-finite values; it was not saved to "
                 f"{self.directory}. {self.describe_newest_finite()}"
@@ -215,13 +215,20 @@ class Checkpointer:
 
     # --- restore ---------------------------------------------------------------------------
     def restore(
-        self, abstract_state: Any, data_iter: Any = None, config: Mapping | None = None
+        self,
+        abstract_state: Any,
+        data_iter: Any = None,
+        config: Mapping | None = None,
+        *,
+        move_aside: bool = True,
     ) -> tuple[int, Any] | None:
         """Restore the newest usable checkpoint: `(step, state)`, or None if there is none.
 
         `abstract_state` gives structure, dtypes and target shardings (ShapeDtypeStructs). The
         iterator's state is set in place. A step that fails (see the module docstring) is moved
-        aside with a warning and the next older one is tried. Raises
+        aside with a warning (only skipped, left in place, with `move_aside=False`: for readers
+        such as sampling or evaluation that must not change a run's directory) and the next
+        older one is tried. Raises
         `IncompatibleCheckpointError` if the stored config differs in a `STRUCTURAL` field,
         `CheckpointError` if no step is usable and some were moved aside (now or earlier).
         """
@@ -240,11 +247,19 @@ class Checkpointer:
                 self.newest_finite = step
                 return step, state
             reason = reason or "another process could not restore it"
-            moved = self._move_aside(step, reason)
+            if move_aside:
+                moved = f"moved to {self._move_aside(step, reason)}"
+            else:
+                moved = "left in place"
+                log.warning(
+                    "checkpoint step %d under %s is unusable: %s. Skipping it (left in place); "
+                    "falling back to the previous checkpoint.",
+                    step, self.directory, reason,
+                )  # fmt: skip
             failures.append((step, reason, moved))
         aside = sorted(str(p) for p in fileio.path(self.directory).glob("*.corrupt-*"))
         if failures or aside:
-            detail = "".join(f"\n  step {s}: {r} -> moved to {m}" for s, r, m in failures)
+            detail = "".join(f"\n  step {s}: {r} ({m})" for s, r, m in failures)
             raise CheckpointError(
                 f"No usable checkpoint under {self.directory}.{detail}"
                 + (f"\nSteps moved aside (now or by an earlier run): {aside}." if aside else "")
@@ -267,7 +282,7 @@ class Checkpointer:
             restore_args=ocp.checkpoint_utils.construct_restore_args(abstract_state),
         )
         state = self.manager.restore(step, args=ocp.args.Composite(state=args))["state"]
-        if not bool(_all_finite(state)):
+        if not _finite(state):
             raise _UnusableStepError("its train state holds non-finite values")
         if data_iter is not None and _has_state(data_iter):
             self._restore_data(step, data_iter)
@@ -320,6 +335,15 @@ class _UnusableStepError(Exception):
 
 _TMP_SUFFIX = ".orbax-checkpoint-tmp"  # orbax's fixed name of a step being written (local)
 _all_finite = jax.jit(all_finite)
+
+
+def _finite(state: Any) -> bool:
+    """No inf / NaN in `state`: NumPy for host arrays (no copy to a device), else one jitted
+    reduction."""
+    leaves = jax.tree.leaves(state)
+    if all(isinstance(x, np.ndarray | np.generic) for x in leaves):
+        return all(np.isfinite(x).all() for x in leaves if np.issubdtype(x.dtype, np.inexact))
+    return bool(_all_finite(state))
 
 
 def _shorten(text: str, n: int = 300) -> str:
