@@ -1,16 +1,21 @@
 """Shared test helpers: a tiny flow-matching interface, a grain data source, configs, and a
 `main()` so tests can run training in real subprocesses:
 
-    python nnx_train_testlib.py CONFIG_JSON OUT_NPZ [kill|term|none] [STEP]
+    python nnx_train_testlib.py CONFIG_JSON OUT_NPZ [kill|term|fsize|none] [STEP]
 
-runs `train`, optionally SIGKILLs / SIGTERMs itself right after step STEP, and writes the final
-parameters to OUT_NPZ.
+runs `train`, optionally SIGKILLs / SIGTERMs itself right after step STEP (or, with `fsize`,
+lets no file grow from then on: a disk-full stand-in), and writes the final parameters to
+OUT_NPZ. Every step prints "step N" to stderr, the progress `wait_for` watches.
 """
 
 import json
 import os
+import resource
 import signal
+import subprocess
 import sys
+import threading
+import time
 
 import grain
 import jax
@@ -188,16 +193,70 @@ def params_np(state) -> dict:
     return {jax.tree_util.keystr(p): np.asarray(v) for p, v in flat}
 
 
+def wait_for(procs: list[subprocess.Popen], quiet_s: float = 300.0) -> list[tuple[str, str]]:
+    """Wait for every process to exit; return their (stdout, stderr).
+
+    Progress-based deadline: a process is killed only after `quiet_s` seconds without any new
+    output from any of them (the trainer subprocesses print every step), scaled up by the load
+    per core, so a slow, busy machine is not mistaken for a hang."""
+    outs = [[[], []] for _ in procs]
+    last = [time.monotonic()]
+
+    def drain(stream, sink):
+        for line in iter(stream.readline, ""):
+            sink.append(line)
+            last[0] = time.monotonic()
+
+    threads = [
+        threading.Thread(target=drain, args=(stream, outs[i][j]), daemon=True)
+        for i, p in enumerate(procs)
+        for j, stream in enumerate((p.stdout, p.stderr))
+    ]
+    for t in threads:
+        t.start()
+    while any(p.poll() is None for p in procs):
+        load = os.getloadavg()[0] / (os.cpu_count() or 1)
+        if time.monotonic() - last[0] > quiet_s * max(1.0, load):
+            for p in procs:
+                p.kill()
+            break
+        time.sleep(0.2)
+    for t in threads:
+        t.join()
+    return ["".join(o[0]) for o in outs], ["".join(o[1]) for o in outs]
+
+
+def popen(args: list[str], env: dict | None = None) -> subprocess.Popen:
+    return subprocess.Popen(
+        args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1
+    )
+
+
+def wait_for_saves() -> None:
+    """Block until orbax's background save threads have finished (progress-based, no clock)."""
+    while any(t.name in ("save_finalize", "async_save") for t in threading.enumerate()):
+        time.sleep(0.01)
+
+
 def main(argv: list[str]) -> int:
     cfg = ml_collections.ConfigDict(json.loads(argv[1]))
     out, mode = argv[2], argv[3] if len(argv) > 3 else "none"
     at = int(argv[4]) if len(argv) > 4 else -1
 
     def hook(step: int) -> None:
+        print(f"step {step}", file=sys.stderr, flush=True)
         if step == at and mode == "kill":
             os.kill(os.getpid(), signal.SIGKILL)
         if step == at and mode == "term":
             os.kill(os.getpid(), signal.SIGTERM)
+        if mode == "fsize" and step >= at:
+            # From step `at` on, no file may grow past 4 KiB (EFBIG, like a full disk; the
+            # array files fail, in the background). Each hook waits for
+            # the background save to end, so the trainer's poll right after sees its outcome.
+            wait_for_saves()
+            if step == at:
+                signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+                resource.setrlimit(resource.RLIMIT_FSIZE, (4096, resource.RLIM_INFINITY))
 
     data = make_image_data if len(cfg.data.shape) == 3 else make_data
     result = trainer.train(cfg, data, step_callback=hook)

@@ -16,6 +16,7 @@ import orbax.checkpoint as ocp
 
 from nnx_imagenet.config_loading import checkpoint_dir
 from nnx_imagenet.errors import AppError
+from nnx_train import integrity
 from nnx_train.checkpoint import Checkpointer, check_compatible
 
 
@@ -45,10 +46,16 @@ def load_state(config: ml_collections.ConfigDict, step: int | None = None) -> tu
             )
         abstract = _abstract_state(ckpt, [step] if step is not None else steps[::-1])
         if step is None:
-            restored = ckpt.restore(abstract, None, config)
+            # A reader never changes the run's directory: damaged steps are skipped, not moved.
+            restored = ckpt.restore(abstract, None, config, move_aside=False)
             if restored is None:  # every step vanished meanwhile
                 raise AppError(f"No checkpoint under {directory} could be restored.")
             return restored
+        if problem := integrity.verify(ckpt.step_dir(step)):
+            raise AppError(
+                f"Checkpoint step {step} under {directory} fails verification ({problem}); "
+                f"leave out --step to use the newest good one."
+            )
         stored = ckpt.manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
         check_compatible(stored["config"], config.to_dict(), step)
         args = ocp.args.PyTreeRestore(

@@ -15,8 +15,10 @@ from nnx_train.errors import (
     IncompatibleCheckpointError,
     NonFiniteError,
     RegistryError,
+    RunLockError,
     ShardingError,
     TrainError,
+    WorkdirError,
 )
 
 # The trainer imports jax, flax and orbax; load it on first use so that reading and validating a
@@ -40,9 +42,11 @@ __all__ = [
     "IncompatibleCheckpointError",
     "NonFiniteError",
     "RegistryError",
+    "RunLockError",
     "ShardingError",
     "TrainError",
     "TrainResult",
+    "WorkdirError",
     "build_interface",
     "default_config",
     "train",

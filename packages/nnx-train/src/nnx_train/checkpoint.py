@@ -9,9 +9,18 @@ Saves are asynchronous (device→host copies happen before `save` returns, so th
 donate the buffers). Preservation: the `keep_last` newest plus every step that is a multiple of
 `keep_every`. Paths may be local or gs:// (orbax / etils epath handle both).
 
-Restore tries the newest step first; a step that fails to load (incomplete or corrupt files) is
-reported with a warning and the previous one is tried. A checkpoint whose structural config fields
-(`STRUCTURAL`) differ from the current config raises `IncompatibleCheckpointError` naming them.
+Never lost, looped or silently corrupted:
+  * a state with a non-finite value is never written (`NonFiniteError` instead);
+  * every step gets a SHA-256 record of its files (`nnx_train.integrity`), written after all
+    items and before orbax commits the step, so a committed step without it is incomplete;
+  * a failed asynchronous save is raised by `poll()` at the next step boundary (no host sync:
+    it only looks at orbax's in-progress flag) as a `CheckpointError` naming the step;
+  * restore tries the newest step first. A step whose record does not match, or whose config,
+    state or data-iterator state fails to load, or whose state is not finite, is moved aside to
+    `{step}.corrupt-{time}` (kept) with a warning naming step, reason and new place, and the
+    next older step is tried. None usable → `CheckpointError` (never a silent fresh start).
+A checkpoint whose structural config fields (`STRUCTURAL`) differ from the current config raises
+`IncompatibleCheckpointError` naming them (the checkpoint is fine; the config is not).
 """
 
 import json
@@ -24,8 +33,10 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from nnx_train import fileio, integrity
 from nnx_train.config import diff_configs
-from nnx_train.errors import CheckpointError, IncompatibleCheckpointError
+from nnx_train.errors import CheckpointError, IncompatibleCheckpointError, NonFiniteError
+from nnx_train.state import all_finite
 
 log = logging.getLogger(__name__)
 
@@ -70,12 +81,24 @@ class Checkpointer:
         policies: list[Any] = [ocp.checkpoint_managers.LatestN(n=max(keep_last, 1))]
         if keep_every > 0:
             policies.append(ocp.checkpoint_managers.EveryNSteps(interval_steps=keep_every))
+        # The SHA-256 record is written by the background thread once every item is on disk,
+        # before the commit; step directories are created synchronously in `save`, so that an
+        # unwritable directory raises there instead of timing out in a background thread.
+        async_options = ocp.AsyncOptions(
+            post_finalization_callback=self._write_record, create_directories_asynchronously=False
+        )
         options = ocp.CheckpointManagerOptions(
             create=True,
             enable_async_checkpointing=async_save,
+            async_options=async_options if async_save else None,
             preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(policies),
         )
         self.directory = str(directory)
+        self.async_save = async_save
+        self.newest_finite: int | None = None  # newest step verified finite (restored / saved)
+        self._writing: int | None = None  # step whose record the background thread will write
+        self._unchecked: int | None = None  # step whose save has not been checked for errors
+        self._failed = False  # a save error was raised
         self.manager = ocp.CheckpointManager(
             self.directory,
             options=options,
@@ -88,78 +111,205 @@ class Checkpointer:
 
     # --- save ------------------------------------------------------------------------------
     def save(self, step: int, state: Any, data_iter: Any = None, config: Mapping | None = None):
-        """Start saving `state` (and the iterator's state and `config`) as step `step`."""
+        """Start saving `state` (and the iterator's state and `config`) as step `step`.
+
+        Raises `NonFiniteError` (nothing written) if the state holds inf/NaN, and
+        `CheckpointError` if this or the previous save failed."""
+        self.wait()  # the previous save: done, its errors raised, its record written
+        if not _finite(state):
+            raise NonFiniteError(
+                f"The train state at step {step} holds non-finite values; it was not saved to "
+                f"{self.directory}. {self.describe_newest_finite()}"
+            )
         items: dict[str, Any] = {"state": ocp.args.PyTreeSave(state)}
         if data_iter is not None and _has_state(data_iter):
             items["data"] = grain.checkpoint.CheckpointSave(data_iter)
         if config is not None:
             items["config"] = ocp.args.JsonSave(_jsonable(config))
-        self.manager.save(step, args=ocp.args.Composite(**items), force=True)
+        self._writing = step
+        try:
+            self.manager.save(step, args=ocp.args.Composite(**items), force=True)
+            if not self.async_save and jax.process_index() == 0:
+                integrity.write_record(self.step_dir(step))
+        except Exception as err:
+            raise self._save_error(step, err, "") from err
+        self._unchecked = step
+
+    def poll(self, at_step: int | None = None) -> None:
+        """Raise `CheckpointError` if the last asynchronous save has failed. Cheap (no host
+        sync, no wait): call it at every step boundary."""
+        if self._unchecked is not None and not self.manager.is_saving_in_progress():
+            self._check(f" (noticed after step {at_step})" if at_step is not None else "")
 
     def wait(self) -> None:
-        """Block until pending asynchronous saves are on disk."""
-        self.manager.wait_until_finished()
+        """Block until pending asynchronous saves are on disk; raise `CheckpointError` if one
+        failed."""
+        if self._unchecked is not None:
+            self._check("")
+        else:
+            self.manager.wait_until_finished()
+
+    def _check(self, when: str) -> None:
+        step, self._unchecked = self._unchecked, None
+        try:
+            self.manager.wait_until_finished()
+        except Exception as err:
+            raise self._save_error(step, err, when) from err
+        self.newest_finite = step  # it was checked finite before it was written
+
+    def _save_error(self, step: int, err: Exception, when: str) -> CheckpointError:
+        self._failed = True
+        intact = self.all_steps()
+        return CheckpointError(
+            f"Saving checkpoint step {step} under {self.directory} failed{when}: "
+            f"{type(err).__name__}: {_shorten(str(err))}. The run stopped so that no work is done "
+            f"that could not be saved; the earlier checkpoints (steps {intact}) are intact. "
+            f"Free disk space or fix the directory, then run again to resume"
+            + (f" from step {intact[-1]}." if intact else ".")
+        )
+
+    def _write_record(self) -> None:
+        """post_finalization_callback (background thread, process 0): every item of step
+        `_writing` is on disk in orbax's temporary directory; hash it before the commit."""
+        step = self._writing
+        tmp = fileio.join(self.directory, f"{step}{_TMP_SUFFIX}")
+        integrity.write_record(tmp if fileio.path(tmp).exists() else self.step_dir(step))
+
+    def describe_newest_finite(self) -> str:
+        """One sentence naming the newest checkpoint known to hold a finite state."""
+        if self.newest_finite is None:
+            return f"No checkpoint under {self.directory} was written or restored by this run."
+        return (
+            f"The newest checkpoint, step {self.newest_finite} under {self.directory}, was "
+            f"verified finite when it was written or restored."
+        )
 
     def close(self) -> None:
-        self.manager.wait_until_finished()
-        self.manager.close()
+        try:
+            self.wait()
+        finally:
+            try:
+                self.manager.close()
+            except Exception as err:
+                if not self._failed:
+                    raise
+                # the save error was raised already; orbax repeats it while closing
+                log.info("closing the checkpoint manager after a failed save: %s", err)
 
     def all_steps(self) -> list[int]:
         self.manager.reload()
         return sorted(self.manager.all_steps())
 
+    def require_empty(self) -> None:
+        """Raise `CheckpointError` if there are checkpoints here (a run that does not resume
+        would overwrite them)."""
+        if steps := self.all_steps():
+            raise CheckpointError(
+                f"checkpoint.resume is False but {self.directory} already holds checkpoints "
+                f"(steps {steps}); a new run would overwrite them. Set checkpoint.resume=True "
+                f"to continue that run, or use a new checkpoint.dir."
+            )
+
+    def step_dir(self, step: int) -> str:
+        """The directory of checkpoint `step`."""
+        return fileio.join(self.directory, str(step))
+
     # --- restore ---------------------------------------------------------------------------
     def restore(
-        self, abstract_state: Any, data_iter: Any = None, config: Mapping | None = None
+        self,
+        abstract_state: Any,
+        data_iter: Any = None,
+        config: Mapping | None = None,
+        *,
+        move_aside: bool = True,
     ) -> tuple[int, Any] | None:
         """Restore the newest usable checkpoint: `(step, state)`, or None if there is none.
 
         `abstract_state` gives structure, dtypes and target shardings (ShapeDtypeStructs). The
-        iterator's state is set in place. Raises `IncompatibleCheckpointError` if the stored
-        config differs in a `STRUCTURAL` field, `CheckpointError` if every step fails to load.
+        iterator's state is set in place. A step that fails (see the module docstring) is moved
+        aside with a warning (only skipped, left in place, with `move_aside=False`: for readers
+        such as sampling or evaluation that must not change a run's directory) and the next
+        older one is tried. Raises
+        `IncompatibleCheckpointError` if the stored config differs in a `STRUCTURAL` field,
+        `CheckpointError` if no step is usable and some were moved aside (now or earlier).
         """
-        steps = sorted(self.all_steps(), reverse=True)
         failures = []
-        for step in steps:
+        for step in sorted(self.all_steps(), reverse=True):
             try:
-                stored = self._stored_config(step)
-            except Exception as err:  # unreadable metadata: treat the step as corrupt
-                failures.append((step, err))
-                log.warning(
-                    "checkpoint step %d has no readable config (%s); trying older", step, err
-                )
-                continue
-            if config is not None and stored is not None:
-                check_compatible(stored, _jsonable(config), step)
-            try:
-                args = ocp.args.PyTreeRestore(
-                    abstract_state,
-                    restore_args=ocp.checkpoint_utils.construct_restore_args(abstract_state),
-                )
-                restored = self.manager.restore(step, args=ocp.args.Composite(state=args))
-                state = restored["state"]
-                jax.block_until_ready(state)
+                state = self._restore_step(step, abstract_state, data_iter, config)
+                reason = None
+            except IncompatibleCheckpointError:
+                raise
+            except _UnusableStepError as err:
+                state, reason = None, str(err)
             except Exception as err:
-                failures.append((step, err))
+                state, reason = None, f"{type(err).__name__}: {_shorten(str(err), 200)}"
+            if _agree(reason is None):
+                self.newest_finite = step
+                return step, state
+            reason = reason or "another process could not restore it"
+            if move_aside:
+                moved = f"moved to {self._move_aside(step, reason)}"
+            else:
+                moved = "left in place"
                 log.warning(
-                    "checkpoint step %d under %s is incomplete or corrupt (%s: %s); falling back "
-                    "to the previous checkpoint",
-                    step,
-                    self.directory,
-                    type(err).__name__,
-                    str(err)[:300],
-                )
-                continue
-            if data_iter is not None and _has_state(data_iter):
-                self._restore_data(step, data_iter)
-            return step, state
-        if failures:
-            detail = "; ".join(f"step {s}: {type(e).__name__}: {str(e)[:200]}" for s, e in failures)
+                    "checkpoint step %d under %s is unusable: %s. Skipping it (left in place); "
+                    "falling back to the previous checkpoint.",
+                    step, self.directory, reason,
+                )  # fmt: skip
+            failures.append((step, reason, moved))
+        aside = sorted(str(p) for p in fileio.path(self.directory).glob("*.corrupt-*"))
+        if failures or aside:
+            detail = "".join(f"\n  step {s}: {r} ({m})" for s, r, m in failures)
             raise CheckpointError(
-                f"No checkpoint under {self.directory} could be restored ({detail}). Move the "
-                f"directory away to start from scratch, or point checkpoint.dir elsewhere."
+                f"No usable checkpoint under {self.directory}.{detail}"
+                + (f"\nSteps moved aside (now or by an earlier run): {aside}." if aside else "")
+                + "\nThe run was not started from scratch, so that no work is replaced "
+                "silently. Inspect or restore those directories (a step you trust, e.g. one "
+                "written before checksums were recorded, can be renamed back to its step number "
+                "and adopted with nnx_train.integrity.write_record(<its directory>)), or set "
+                "checkpoint.resume=False (or a new checkpoint.dir) to start a new run."
             )
         return None
+
+    def _restore_step(self, step: int, abstract_state: Any, data_iter: Any, config: Any) -> Any:
+        if problem := integrity.verify(self.step_dir(step)):
+            raise _UnusableStepError(problem)
+        stored = self._stored_config(step)
+        if config is not None and stored is not None:
+            check_compatible(stored, _jsonable(config), step)
+        args = ocp.args.PyTreeRestore(
+            abstract_state,
+            restore_args=ocp.checkpoint_utils.construct_restore_args(abstract_state),
+        )
+        state = self.manager.restore(step, args=ocp.args.Composite(state=args))["state"]
+        if not _finite(state):
+            raise _UnusableStepError("its train state holds non-finite values")
+        if data_iter is not None and _has_state(data_iter):
+            self._restore_data(step, data_iter)
+        return state
+
+    def _move_aside(self, step: int, reason: str) -> str:
+        """Process 0 renames the step to `{step}.corrupt-{time}` and warns; returns the place."""
+        path = self.step_dir(step)
+        moved = path + ".corrupt-*"
+        if jax.process_index() == 0:
+            try:
+                moved = integrity.move_aside(path)
+            except Exception as err:  # OSError locally; object stores may not rename folders
+                raise CheckpointError(
+                    f"Checkpoint step {step} under {self.directory} is unusable: {reason}. It "
+                    f"could not be moved aside ({err}); move or delete {path} by hand and run "
+                    f"again."
+                ) from err
+            log.warning(
+                "checkpoint step %d under %s is unusable: %s. Moved it to %s (kept, not "
+                "deleted); falling back to the previous checkpoint.",
+                step, self.directory, reason, moved,
+            )  # fmt: skip
+        _agree(True)  # the others wait for the rename
+        self.manager.reload()
+        return moved
 
     def _stored_config(self, step: int) -> dict | None:
         path = self.manager.directory / str(step) / "config"
@@ -178,6 +328,37 @@ class Checkpointer:
         self.manager.restore(
             step, args=ocp.args.Composite(data=grain.checkpoint.CheckpointRestore(data_iter))
         )
+
+
+class _UnusableStepError(Exception):
+    """A checkpoint step that cannot be used; the message is the reason."""
+
+
+_TMP_SUFFIX = ".orbax-checkpoint-tmp"  # orbax's fixed name of a step being written (local)
+_all_finite = jax.jit(all_finite)
+
+
+def _finite(state: Any) -> bool:
+    """No inf / NaN in `state`: NumPy for host arrays (no copy to a device), else one jitted
+    reduction."""
+    leaves = jax.tree.leaves(state)
+    if all(isinstance(x, np.ndarray | np.generic) for x in leaves):
+        return all(np.isfinite(x).all() for x in leaves if np.issubdtype(x.dtype, np.inexact))
+    return bool(_all_finite(state))
+
+
+def _shorten(text: str, n: int = 300) -> str:
+    """The head and tail of a long message (orbax's put the cause, e.g. ENOSPC, last)."""
+    return text if len(text) <= 2 * n else f"{text[:n]} … {text[-n:]}"
+
+
+def _agree(ok: bool) -> bool:
+    """True iff `ok` on every process (one tiny all-gather; no-op with one process)."""
+    if jax.process_count() == 1:
+        return ok
+    from jax.experimental import multihost_utils
+
+    return bool(np.all(multihost_utils.process_allgather(np.asarray(ok))))
 
 
 def _state_handler(replica_parallel: bool | None) -> ocp.PyTreeCheckpointHandler:

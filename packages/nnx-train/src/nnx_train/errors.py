@@ -22,7 +22,7 @@ class ShardingError(TrainError, ValueError):
 
 
 class CheckpointError(TrainError):
-    """No usable checkpoint could be restored."""
+    """No usable checkpoint could be restored, or a checkpoint could not be written."""
 
 
 class IncompatibleCheckpointError(CheckpointError, ValueError):
@@ -30,4 +30,13 @@ class IncompatibleCheckpointError(CheckpointError, ValueError):
 
 
 class NonFiniteError(TrainError, FloatingPointError):
-    """Too many consecutive steps had a non-finite loss or gradient; training stopped."""
+    """Too many consecutive steps had a non-finite loss, gradient or updated state; training
+    stopped. Also raised instead of writing a checkpoint that holds non-finite values."""
+
+
+class WorkdirError(TrainError, OSError):
+    """The workdir or checkpoint directory cannot be written, or has too little free space."""
+
+
+class RunLockError(WorkdirError):
+    """Another trainer holds the run lock of this workdir."""

@@ -65,3 +65,13 @@ def param_count(params: Any) -> int:
 
 def tree_bytes(tree: Any) -> int:
     return sum(int(x.size) * x.dtype.itemsize for x in jax.tree.leaves(tree))
+
+
+def all_finite(tree: Any) -> jax.Array:
+    """bool []: no inf / NaN in any floating-point leaf of `tree` (integer leaves are ignored)."""
+    checks = [
+        jnp.all(jnp.isfinite(x))
+        for x in jax.tree.leaves(tree)
+        if jnp.issubdtype(jnp.result_type(x), jnp.inexact)
+    ]
+    return jnp.all(jnp.stack(checks)) if checks else jnp.asarray(True)

@@ -11,7 +11,10 @@ SIGTERM (preemption) or SIGINT (Ctrl-C): the current step finishes, a checkpoint
 `train` returns with `preempted=True` (the caller exits 0); a second Ctrl-C stops at once.
 Progress (building, restoring, compiling, resumed / interrupted at step N) goes to the
 `nnx_train.trainer` logger at INFO. K consecutive non-finite steps raise `NonFiniteError`
-after pending saves finish (the parameters were never updated with non-finite values).
+after pending saves finish (no update that was non-finite, or would have made the state
+non-finite, was applied). One trainer per workdir (`workdir.RunLock`); the checkpoint directory
+is checked writable before anything compiles; a failed asynchronous save stops the run at the
+next step boundary (`Checkpointer.poll`).
 """
 
 import dataclasses
@@ -37,6 +40,7 @@ from nnx_train import ema as ema_lib
 from nnx_train import metrics as metrics_lib
 from nnx_train import state as state_lib
 from nnx_train import step as step_lib
+from nnx_train import workdir as workdir_lib
 from nnx_train.errors import ConfigError, NonFiniteError
 
 log = logging.getLogger(__name__)
@@ -172,7 +176,9 @@ def train(
     # ===== data ==================================================================================
     data_iter = make_data(jax.process_index(), jax.process_count(), local_batch)
 
-    # ===== restore or initialise =================================================================
+    # ===== restore or initialise (one trainer per workdir; room for a checkpoint) ================
+    run_lock = workdir_lib.acquire_run_lock(workdir, ckpt_dir)  # released in `finally` (or at exit)
+    workdir_lib.check_writable(ckpt_dir, state_lib.tree_bytes(abstract_state))
     ckpt = checkpoint.Checkpointer(
         ckpt_dir,
         keep_last=config.checkpoint.keep_last,
@@ -183,6 +189,8 @@ def train(
     if config.checkpoint.resume:
         log.info("looking for a checkpoint to restore under %s", ckpt_dir)
         restored = ckpt.restore(abstract_state, data_iter, config)
+    else:
+        ckpt.require_empty()
     if restored is not None:
         start_step, state = restored
         log.info("resumed from step %d under %s", start_step, ckpt_dir)
@@ -280,6 +288,7 @@ def train(
             logger.advance()
             if step_callback is not None:
                 step_callback(step)
+            ckpt.poll(step)  # a failed asynchronous save stops the run here
 
             stop = _should_stop(preempt, step, config.log.every_steps)
             if step % config.log.every_steps == 0 or step == config.total_steps or stop:
@@ -290,11 +299,11 @@ def train(
                 if result_metrics["tripped"]:
                     ckpt.wait()
                     raise NonFiniteError(
-                        f"{config.train.max_nonfinite} consecutive steps had a non-finite loss "
-                        f"or gradient (by step {step}; {result_metrics['skipped']} skipped in "
-                        f"total). Their updates were skipped; the last checkpoint "
-                        f"(step {last_saved}, under {ckpt_dir}) holds good parameters. Lower "
-                        f"the learning rate, check the data, or use a float32 compute dtype."
+                        f"{config.train.max_nonfinite} consecutive steps had a non-finite loss, "
+                        f"gradient or updated state (by step {step}; "
+                        f"{result_metrics['skipped']} skipped in total). Their updates were not "
+                        f"applied. {ckpt.describe_newest_finite()} Lower the learning rate, "
+                        f"check the data, or use a float32 compute dtype."
                     )
             if snapshots is not None and step % config.posthoc_ema.snapshot_every == 0:
                 snapshots.save(step, state["power_ema"])
@@ -326,6 +335,7 @@ def train(
         logger.close()
         for signum, handler in previous_handler.items():
             signal.signal(signum, handler)
+        run_lock.release()
     return TrainResult(state, step, preempted, result_metrics, ckpt_dir)
 
 
