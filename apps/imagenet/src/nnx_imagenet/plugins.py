@@ -137,26 +137,6 @@ def build_repa(
     )
 
 
-class FrozenParam(nnx.Variable):
-    """A weight that is not trained: not an `nnx.Param`, so the trainer's optimizer and EMA
-    (which take `nnx.Param` only) skip it; it rides in the state's "other" part, unchanged."""
-
-
-def freeze(module: nnx.Module) -> nnx.Module:
-    """`module` with every `nnx.Param` replaced in place by a `FrozenParam` of the same value."""
-    found = [(path, v) for path, v in nnx.iter_graph(module) if isinstance(v, nnx.Param)]
-    for path, var in found:
-        parent = module
-        for key in path[:-1]:
-            parent = parent[key] if isinstance(key, int) else getattr(parent, key)
-        frozen = FrozenParam(var.get_value())
-        if isinstance(path[-1], int):
-            parent[path[-1]] = frozen
-        else:
-            setattr(parent, path[-1], frozen)
-    return module
-
-
 def build_scd(
     network: nnx.Module,
     *,
@@ -171,7 +151,8 @@ def build_scd(
 ) -> nnx.Module:
     """sCD (`nnx_interfaces.consistency.SCD`) distilling the newest checkpoint of a teacher run.
 
-    The teacher (its `sample.ema` weights) is frozen (`freeze`): only the student is trained."""
+    The teacher (its `sample.ema` weights) is a frozen tree (`SCD.frozen_trees()`): the trainer
+    keeps it without optimizer state or EMA, unchanged; only the student is trained."""
     from nnx_imagenet.checkpoints import load_latest_state
     from nnx_imagenet.config_loading import load_config
     from nnx_imagenet.errors import ConfigError
@@ -185,7 +166,7 @@ def build_scd(
         )
     teacher_cfg = load_config(teacher_config, [f"workdir={teacher_workdir}"])
     _, state = load_latest_state(teacher_cfg)
-    teacher = freeze(interface_from_state(teacher_cfg, state, ema=teacher_cfg.sample.ema))
+    teacher = interface_from_state(teacher_cfg, state, ema=teacher_cfg.sample.ema)
     return SCD(
         network,
         teacher,

@@ -1,6 +1,6 @@
 """Objectives for diffusion, flow-matching, consistency and flow-map models (the `Interfaces`)."""
 
-from nnx_interfaces.base import Interfaces, TimeDomain, TrainingTimeDistType
+from nnx_interfaces.base import Interfaces, TimeDomain, TrainingTimeDistType, TreeUpdate
 from nnx_interfaces.consistency import SCD, SCT, TrigFlowConsistency
 from nnx_interfaces.ddpm import DDPMInterface
 from nnx_interfaces.edm import EDMInterface
@@ -58,6 +58,7 @@ __all__ = [
     "SiTInterface",
     "TimeDomain",
     "TrainingTimeDistType",
+    "TreeUpdate",
     "TrigFlowConsistency",
     "TwoStepDenoising",
     "get_interpolant",
