@@ -105,6 +105,7 @@ class DMD(Interfaces):
       gan_hidden_at: block whose hidden tokens the head reads (backbone `return_hidden_at`).
       gan_channels: channels of those tokens.
       gan_t_max: diffusion-GAN noise, as the largest fraction of the grid.
+      head_seed: seed of the classifier head's initialisation.
       rngs: streams `noise`, `time` (default: the generator's).
     """
 
@@ -127,6 +128,7 @@ class DMD(Interfaces):
         gan_hidden_at: int | None = None,
         gan_channels: int = 0,
         gan_t_max: float = 1.0,
+        head_seed: int = 0,
         rngs: nnx.Rngs | None = None,
     ):
         for name, iface in (("generator", generator), ("fake", fake), ("teacher", teacher)):
@@ -159,7 +161,7 @@ class DMD(Interfaces):
         self.rngs = rngs if rngs is not None else generator.rngs
         self.train_time_dist_type = teacher.train_time_dist_type
         self.generator = generator
-        head = ClassifierHead(gan_channels, rngs=self.rngs) if use_gan else None
+        head = ClassifierHead(gan_channels, rngs=nnx.Rngs(head_seed)) if use_gan else None
         self.critic = Critic(fake, head)
         self.teacher = teacher
         self.generator_steps, self.fake_updates = int(generator_steps), int(fake_updates)

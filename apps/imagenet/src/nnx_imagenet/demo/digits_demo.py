@@ -26,15 +26,15 @@ def _to_unit(images: np.ndarray) -> np.ndarray:
     return images.astype(np.float32)[..., None] / 127.5 - 1.0
 
 
-def read_losses(workdir: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """(steps, losses) of every metrics.jsonl record holding a "loss"."""
+def read_losses(workdir: str | Path, key: str = "loss") -> tuple[np.ndarray, np.ndarray]:
+    """(steps, losses) of every metrics.jsonl record holding `key` ("generator/loss", ...)."""
     steps, losses = [], []
     with open(Path(workdir) / "metrics.jsonl") as f:
         for line in f:
             rec = json.loads(line)
-            if "loss" in rec:
+            if key in rec:
                 steps.append(rec["step"])
-                losses.append(rec["loss"])
+                losses.append(rec[key])
     return np.asarray(steps), np.asarray(losses)
 
 
