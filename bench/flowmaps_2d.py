@@ -163,18 +163,7 @@ def train_dmd2(
     )  # fmt: skip
     graphdef, params, rng, other, frozen = state_lib.split_module(dmd)
     opts = {"generator": optax.adam(lr), "critic": optax.adam(2 * lr)}
-    state = {
-        "step": jnp.zeros((), jnp.int32),
-        "params": params,
-        "opt_state": {n: o.init(params[n]) for n, o in opts.items()},
-        "ema": {"generator": {}, "critic": {}},
-        "power_ema": {"generator": {}, "critic": {}},
-        "count": {n: jnp.zeros((), jnp.int32) for n in opts},
-        "rng": state_lib.keys_to_data(rng),
-        "other": other,
-        "guard": step_lib.init_guard(),
-        "frozen": frozen,
-    }
+    state = step_lib.init_state(params, rng, other, opts, frozen=frozen)
     trees = [
         step_lib.TreeStep(t.tree, opts[t.tree], lambda c: lr, loss=t.loss, every=t.every)
         for t in dmd.trained_trees()

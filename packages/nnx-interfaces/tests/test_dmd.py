@@ -190,7 +190,9 @@ def test_regression_loss_and_guided_real_score():
     m = DMD(dmd.generator, dmd.critic.fake, dmd.teacher, regression_weight=2.0)
     zp = jnp.asarray([[0.5], [-1.0]])
     xp = jnp.asarray([[1.0], [0.0]])
-    _, aux = m.generator_loss(jnp.zeros((2, 1)), return_aux=True, reg_noise=zp, reg_target=xp)
+    _, aux = nnx.jit(
+        lambda m: m.generator_loss(jnp.zeros((2, 1)), return_aux=True, reg_noise=zp, reg_target=xp)
+    )(m)
     want = np.mean((A[0] * np.asarray(zp) + B[0] - np.asarray(xp)) ** 2)
     assert float(aux["regression"]) == pytest.approx(want, rel=1e-6)
     assert float(aux["loss"]) == pytest.approx(float(aux["dm"]) + 2.0 * want, rel=1e-6)
@@ -202,8 +204,7 @@ def test_regression_loss_and_guided_real_score():
     teacher = SiTInterface(net, "uniform", t_shift_base=None)
     guided = DMD(teacher, teacher, teacher, guidance=3.0, null_label=3)
     x_t, t, y = jnp.ones((4, 2)), jnp.full((4,), 0.4), jnp.asarray([0, 1, 2, 0])
-    cond = teacher.denoise(x_t, t, y=y)
-    uncond = teacher.denoise(x_t, t, y=jnp.full((4,), 3))
-    np.testing.assert_allclose(
-        guided.real_denoise(x_t, t, y=y), uncond + 3.0 * (cond - uncond), rtol=1e-5, atol=1e-6
-    )
+    denoise = nnx.jit(lambda m, yy: m.denoise(x_t, t, y=yy))
+    cond, uncond = denoise(teacher, y), denoise(teacher, jnp.full((4,), 3))
+    got = nnx.jit(lambda m: m.real_denoise(x_t, t, y=y))(guided)
+    np.testing.assert_allclose(got, uncond + 3.0 * (cond - uncond), rtol=1e-5, atol=1e-6)

@@ -45,18 +45,7 @@ def test_affine_generator_converges_to_the_data(mu, s):
     steps = 3000
     sched = optax.cosine_decay_schedule(3e-2, steps // 5)
     opts = {"generator": optax.adam(sched), "critic": optax.adam(1e-1)}
-    state = {
-        "step": jnp.zeros((), jnp.int32),
-        "params": params,
-        "opt_state": {n: opts[n].init(params[n]) for n in opts},
-        "ema": {"generator": {}, "critic": {}},
-        "power_ema": {"generator": {}, "critic": {}},
-        "count": {n: jnp.zeros((), jnp.int32) for n in opts},
-        "rng": state_lib.keys_to_data(rng),
-        "other": other,
-        "guard": step_lib.init_guard(),
-        "frozen": frozen,
-    }
+    state = step_lib.init_state(params, rng, other, opts, frozen=frozen)
     trees = [
         step_lib.TreeStep(t.tree, opts[t.tree], lambda c: 0.0, loss=t.loss, every=t.every)
         for t in dmd.trained_trees()

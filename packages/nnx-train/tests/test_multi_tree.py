@@ -13,7 +13,6 @@ import optax
 import pytest
 
 from nnx_train import config as config_lib
-from nnx_train import ema as ema_lib
 from nnx_train import state as state_lib
 from nnx_train import step as step_lib
 from nnx_train import trainer
@@ -38,18 +37,9 @@ def manual_step(cfg):
     iface = trainer.build_interface(cfg)
     graphdef, params, rng, other, frozen = state_lib.split_module(iface)
     opts = {"network": optax.adam(1e-2), "critic": optax.sgd(0.05)}
-    state = {
-        "step": jnp.zeros((), jnp.int32),
-        "params": params,
-        "opt_state": {n: o.init(params[n]) for n, o in opts.items()},
-        "ema": {"network": ema_lib.init_emas(params["network"], (0.9,)), "critic": {}},
-        "power_ema": {"network": {}, "critic": {}},
-        "count": {n: jnp.zeros((), jnp.int32) for n in opts},
-        "rng": state_lib.keys_to_data(rng),
-        "other": other,
-        "guard": step_lib.init_guard(),
-        "frozen": frozen,
-    }
+    state = step_lib.init_state(
+        params, rng, other, opts, ema_decays={"network": (0.9,)}, frozen=frozen
+    )
     trees = [
         step_lib.TreeStep(t.tree, opts[t.tree], lambda s: 0.1, loss=t.loss, every=t.every)
         for t in iface.trained_trees()

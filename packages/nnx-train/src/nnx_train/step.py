@@ -307,6 +307,50 @@ def _update_guard(guard: dict, finite: jax.Array, max_nonfinite: int) -> dict:
     }
 
 
+def init_state(
+    params: dict,
+    rng: dict,
+    other: dict,
+    optimizer: Any,
+    *,
+    ema_decays: Any = (),
+    power_stds: Any = (),
+    frozen: dict | None = None,
+) -> dict:
+    """The initial train state (`nnx_train.state`) from `state.split_module`'s parts (rng with
+    typed keys). One tree: `optimizer` an optax transformation, `ema_decays` / `power_stds`
+    sequences. Several trees: each a dict {tree: ...} (missing trees: no EMA), and the per-tree
+    entries are keyed by tree name, with the update counts in "count"."""
+
+    def tree(p, opt, decays, stds):
+        return {
+            "params": p,
+            "opt_state": opt.init(p),
+            "ema": ema_lib.init_emas(p, decays),
+            "power_ema": posthoc_ema.init_power_emas(p, stds),
+        }
+
+    state = {
+        "step": jnp.zeros((), jnp.int32),
+        "rng": keys_to_data(rng),
+        "other": other,
+        "guard": init_guard(),
+    }
+    if not isinstance(optimizer, dict):
+        state.update(tree(params, optimizer, ema_decays, power_stds))
+    else:
+        get = lambda d, n: d.get(n, ()) if isinstance(d, dict) else d  # noqa: E731
+        per = {
+            n: tree(params[n], o, get(ema_decays, n), get(power_stds, n))
+            for n, o in optimizer.items()
+        }
+        state.update({k: {n: per[n][k] for n in per} for k in TREE_KEYS})
+        state["count"] = {n: jnp.zeros((), jnp.int32) for n in per}
+    if frozen:
+        state["frozen"] = frozen
+    return state
+
+
 def init_guard() -> dict:
     return {
         "skipped": jnp.zeros((), jnp.int32),

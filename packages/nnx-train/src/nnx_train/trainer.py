@@ -34,7 +34,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec
 
 from nnx_interfaces.base import Interfaces, TreeUpdate
-from nnx_train import callbacks, checkpoint, fileio, optim, posthoc_ema, registry, sharding
+from nnx_train import callbacks, checkpoint, fileio, optim, registry, sharding
 from nnx_train import config as config_lib
 from nnx_train import ema as ema_lib
 from nnx_train import metrics as metrics_lib
@@ -126,31 +126,18 @@ def train(
     tree_opts = {n: _optimizer(c.optimizer, config.total_steps) for n, c in tree_cfgs.items()}
 
     # ===== train state and its shardings =========================================================
-    def init_tree(params, optimizer, cfg) -> dict:
-        return {
-            "params": params,
-            "opt_state": optimizer.init(params),
-            "ema": ema_lib.init_emas(params, cfg.ema.decays),
-            "power_ema": posthoc_ema.init_power_emas(params, cfg.posthoc_ema.stds),
-        }
-
     def init_state() -> dict:
         _, params, rng, other, frozen = state_lib.split_module(build_interface(config))
-        state = {
-            "step": jnp.zeros((), jnp.int32),
-            "rng": state_lib.keys_to_data(rng),
-            "other": other,
-            "guard": step_lib.init_guard(),
-        }
         if not trees:
-            state.update(init_tree(params, optimizer, config))
-        else:  # per-tree entries keyed by tree name (nnx_train.state)
-            per = {n: init_tree(params[n], tree_opts[n][0], c) for n, c in tree_cfgs.items()}
-            state.update({k: {n: per[n][k] for n in per} for k in step_lib.TREE_KEYS})
-            state["count"] = {n: jnp.zeros((), jnp.int32) for n in per}
-        if frozen:
-            state["frozen"] = frozen
-        return state
+            return step_lib.init_state(
+                params, rng, other, optimizer, ema_decays=config.ema.decays,
+                power_stds=config.posthoc_ema.stds, frozen=frozen,
+            )  # fmt: skip
+        return step_lib.init_state(  # per-tree entries keyed by tree name (nnx_train.state)
+            params, rng, other, {n: o[0] for n, o in tree_opts.items()},
+            ema_decays={n: c.ema.decays for n, c in tree_cfgs.items()},
+            power_stds={n: c.posthoc_ema.stds for n, c in tree_cfgs.items()}, frozen=frozen,
+        )  # fmt: skip
 
     abstract_state = jax.eval_shape(init_state)
 
