@@ -1,7 +1,7 @@
 """DMD2 in the app: the `demo_dmd:smoke` path end to end (the digits teacher is trained first
 because its workdir is empty, then DMD2 trains and the report, grid and loss curves are written),
-`dmd2:smoke` distilling a `sit:smoke` run (DiT hidden tokens for the GAN head, the teacher
-frozen and bit-exact), and the released-checkpoint path (a DiT-layout file as the teacher)."""
+`dmd2:smoke` from a released-layout DiT checkpoint (DiT hidden tokens for the GAN head, the
+teacher frozen and bit-exact), and the error without a teacher."""
 
 import json
 
@@ -14,7 +14,6 @@ from nnx_imagenet.checkpoints import load_latest_state
 from nnx_imagenet.config_loading import load_config
 from nnx_imagenet.configs.common import validate
 from nnx_imagenet.run import run_train
-from nnx_train import state as state_lib
 from nnx_train import trainer
 
 
@@ -42,36 +41,10 @@ def test_demo_dmd_smoke_trains_the_teacher_first_and_writes_the_report(tmp_path)
 
 
 @pytest.mark.slow
-def test_dmd2_smoke_distils_a_sit_run_with_a_frozen_teacher(tmp_path):
-    teacher_dir = tmp_path / "teacher"
-    cfg_t = load_config("sit:smoke", [f"workdir={teacher_dir}", "log.progress_bar=False"])
-    assert run_train(cfg_t)["step"] == 4
-    cfg = load_config(
-        "dmd2:smoke",
-        [f"workdir={tmp_path / 'dmd'}", f"interface.teacher_workdir={teacher_dir}",
-         "total_steps=3", "checkpoint.every_steps=3", "log.progress_bar=False"],
-    )  # fmt: skip
-    validate(cfg)
-    built = trainer.build_interface(cfg)
-    want = _params(built.teacher)
-    for a, b in zip(_params(built.generator), want, strict=True):  # starts as the teacher
-        np.testing.assert_array_equal(a, b)
-    assert built.critic.head is not None and built.gan_hidden_at == cfg.model.depth
-    out = run_train(cfg)
-    assert out["step"] == 3 and out["metrics"]["finite"]
-    assert np.isfinite(out["metrics"]["generator/loss"]) and np.isfinite(
-        out["metrics"]["critic/loss"]
-    )
-    _, state = load_latest_state(cfg)
-    assert {k: int(v) for k, v in state["count"].items()} == {"generator": 1, "critic": 3}
-    frozen = [np.asarray(x) for x in jax.tree.leaves(state["frozen"])]
-    for a, b in zip(frozen, want, strict=True):
-        np.testing.assert_array_equal(a, b)
-    paths = jax.tree_util.tree_flatten_with_path((state["opt_state"], state["params"]))[0]
-    assert not any("teacher" in jax.tree_util.keystr(p) for p, _ in paths)
-
-
-def test_dmd2_teacher_from_a_released_dit_checkpoint(tmp_path):
+def test_dmd2_smoke_from_a_released_dit_checkpoint_trains_with_a_frozen_teacher(tmp_path):
+    """The teacher from a DiT-layout file (`interface.teacher_path`, a DDPM DiT): generator and
+    fake score start as it; 3 steps with the GAN head on the DiT's last-block tokens; the
+    teacher is frozen, bit-exact and without optimizer state."""
     from nnx_backbones.convert.dit import save_dit
 
     t_cfg = load_config("dit:smoke")
@@ -82,18 +55,31 @@ def test_dmd2_teacher_from_a_released_dit_checkpoint(tmp_path):
     cfg = load_config(
         "dmd2:smoke",
         ["interface.teacher_config=dit:smoke", f"interface.teacher_path={tmp_path / 'dit.npz'}",
-         "interface.gan_weight_generator=0.0", "interface.gan_weight_critic=0.0"],
+         f"workdir={tmp_path / 'dmd'}", "total_steps=3", "checkpoint.every_steps=3"],
     )  # fmt: skip
     cfg.model = t_cfg.model
+    validate(cfg)
     built = trainer.build_interface(cfg)
     want = _params(teacher.network)
-    for a, b in zip(_params(built.teacher.network), want, strict=True):
+    for part in (built.teacher.network, built.generator.network, built.critic.fake.network):
+        for a, b in zip(_params(part), want, strict=True):
+            np.testing.assert_array_equal(a, b)
+    assert type(built.teacher).__name__ == "DDPMInterface"
+    assert built.critic.head is not None and built.gan_hidden_at == cfg.model.depth
+
+    out = run_train(cfg)
+    assert out["step"] == 3 and out["metrics"]["finite"]
+    assert np.isfinite(out["metrics"]["critic/loss"])  # every step; the generator's in step 0
+    logged = [json.loads(line) for line in (tmp_path / "dmd" / "metrics.jsonl").open()]
+    gen = [r["generator/loss"] for r in logged if "generator/loss" in r]
+    assert np.isfinite(gen[0]) and np.isnan(gen[1:]).all()  # not due in steps 1, 2
+    _, state = load_latest_state(cfg)
+    assert {k: int(v) for k, v in state["count"].items()} == {"generator": 1, "critic": 3}
+    frozen = [np.asarray(x) for x in jax.tree.leaves(state["frozen"])]
+    for a, b in zip(frozen, want, strict=True):
         np.testing.assert_array_equal(a, b)
-    for a, b in zip(_params(built.generator.network), want, strict=True):
-        np.testing.assert_array_equal(a, b)
-    assert built.critic.head is None and type(built.teacher).__name__ == "DDPMInterface"
-    _, params, _, _, frozen = state_lib.split_module(built)
-    assert set(params) == {"generator", "critic"} and set(frozen) == {"teacher"}
+    paths = jax.tree_util.tree_flatten_with_path((state["opt_state"], state["params"]))[0]
+    assert not any("teacher" in jax.tree_util.keystr(p) for p, _ in paths)
 
 
 def test_dmd2_needs_exactly_one_teacher_source(tmp_path):

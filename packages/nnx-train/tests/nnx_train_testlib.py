@@ -120,8 +120,8 @@ class TwoTrees(TinyFlow):
 
 
 def tiny_dmd2(network, *, generator_steps=1, fake_updates=5, guidance=1.0):
-    """DMD2 with generator, fake score and (random) teacher all SiT copies of `network` (a tiny
-    DiT with 3 classes), the GAN head on the tokens after block 1."""
+    """DMD2 with generator, fake score and (random) teacher all SiT copies of `network` (the
+    tiny MLP or DiT with 3 classes), the GAN head on the hidden layer after block 1."""
     from nnx_interfaces.dmd import DMD
     from nnx_interfaces.sit import SiTInterface
 
@@ -132,7 +132,8 @@ def tiny_dmd2(network, *, generator_steps=1, fake_updates=5, guidance=1.0):
     return DMD(
         sit(network), fake, teacher, generator_steps=generator_steps, fake_updates=fake_updates,
         guidance=guidance, null_label=3, gan_weight_generator=3e-3, gan_weight_critic=1e-2,
-        gan_hidden_at=1, gan_channels=network.hidden_size,
+        gan_hidden_at=1,
+        gan_channels=getattr(network, "hidden_size", None) or network.input_proj.out_features,
     )  # fmt: skip
 
 

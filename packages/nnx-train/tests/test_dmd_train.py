@@ -4,8 +4,9 @@
   (all closed form, `nnx_interfaces.gaussian_models`): the jitted DMD step (scanned) drives the
   generator to the data mean and std, 1-D and 2-D; TTUR counts (generator every 5th step); the
   teacher never changes (bit-exact) and has no optimizer state.
-- A tiny DMD2 (SiT + DiT, 2-step generator with backward simulation, GAN head) trained by `train`,
-  SIGKILLed after step 5 in a real subprocess, resumes bit-identically to an uninterrupted run.
+- A tiny DMD2 (SiT + MLP, 2-step generator with backward simulation, CFG, GAN head) trained by
+  `train` (per-tree optimizers and EMAs), SIGKILLed after step 5 in a real subprocess, resumes
+  bit-identically to an uninterrupted run.
 """
 
 import os
@@ -77,12 +78,10 @@ LIB = str(Path(T.__file__))
 
 
 def dmd2_config(workdir: str):
-    cfg = T.dit_config(workdir, **{"posthoc_ema.stds": (), "posthoc_ema.snapshot_every": 0})
+    cfg = T.tiny_config(workdir, **{"posthoc_ema.stds": (), "log.every_steps": 1})
     cfg.interface = type(cfg.interface)(
         {"name": "tiny_dmd2", "generator_steps": 2, "fake_updates": 2, "guidance": 1.5}
     )
-    cfg.sample.every_steps = 0
-    cfg.sample.ema = ""
     cfg.trees = type(cfg.trees)(
         {"generator": {"optimizer": {"lr": 2e-3}, "ema": {"decays": (0.9,)}},
          "critic": {"optimizer": {"lr": 5e-3}, "ema": {"decays": ()}}}
