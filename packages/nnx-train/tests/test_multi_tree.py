@@ -145,3 +145,17 @@ def test_tree_update_validates_its_schedule():
 
     with pytest.raises(InterfaceConfigError, match="offset < every"):
         TreeUpdate("g", every=2, offset=2)
+
+
+def test_per_tree_structural_fields_make_a_checkpoint_incompatible():
+    from nnx_train.checkpoint import check_compatible
+    from nnx_train.errors import IncompatibleCheckpointError
+
+    stored = two_tree_config("/unused").to_dict()
+    lr_only = two_tree_config("/unused")
+    lr_only.trees.critic.optimizer.lr = 0.5  # a schedule change: allowed
+    check_compatible(stored, lr_only.to_dict())
+    other = two_tree_config("/unused")
+    other.trees.critic.ema.decays = (0.9,)
+    with pytest.raises(IncompatibleCheckpointError, match=r"trees.critic.ema.decays"):
+        check_compatible(stored, other.to_dict())

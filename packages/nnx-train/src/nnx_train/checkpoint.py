@@ -14,6 +14,7 @@ reported with a warning and the previous one is tried. A checkpoint whose struct
 (`STRUCTURAL`) differ from the current config raises `IncompatibleCheckpointError` naming them.
 """
 
+import fnmatch
 import json
 import logging
 from collections.abc import Mapping
@@ -39,6 +40,9 @@ STRUCTURAL = (
     "optimizer.name",
     "ema.decays",
     "posthoc_ema.stds",
+    "trees.*.optimizer.name",  # per-tree overrides (fnmatch patterns)
+    "trees.*.ema.decays",
+    "trees.*.posthoc_ema.stds",
 )
 
 
@@ -201,7 +205,7 @@ def check_compatible(stored: Mapping, current: Mapping, step: int = -1) -> None:
     """Raise `IncompatibleCheckpointError` naming every differing `STRUCTURAL` field."""
     diffs = []
     for path in diff_configs(stored, current):
-        if any(path == f or path.startswith(f + ".") for f in STRUCTURAL):
+        if any(fnmatch.fnmatchcase(path, f) or path.startswith(f + ".") for f in STRUCTURAL):
             diffs.append(
                 f"{path}: checkpoint {_get(stored, path)!r} vs current {_get(current, path)!r}"
             )
