@@ -38,6 +38,25 @@ def read_losses(workdir: str | Path, key: str = "loss") -> tuple[np.ndarray, np.
     return np.asarray(steps), np.asarray(losses)
 
 
+def score_digits(
+    config: ml_collections.ConfigDict, samples: np.ndarray, labels: np.ndarray
+) -> tuple[dict, DigitsClassifier, np.ndarray]:
+    """(quality report, the fitted classifier, the real training digits in [−1, 1]) for
+    `samples` `[N, 8, 8, 1]` conditioned on `labels` `[N]`."""
+    split = load_digits_split(held_out=config.data.kwargs.held_out)
+    (xtr, ytr), (xva, yva) = split["train"], split["val"]
+    xtr, xva = _to_unit(xtr), _to_unit(xva)
+    classifier = DigitsClassifier().fit(xtr, ytr)
+    return quality_report(classifier, xtr, (xva, yva), samples, labels), classifier, xtr
+
+
+def save_sample_grid(samples: np.ndarray, labels: np.ndarray, path: Path) -> None:
+    """Up to 10 samples per class, one row per class."""
+    per_class = max(1, min(10, len(samples) // NUM_CLASSES))
+    grid = np.stack([samples[labels == c][:per_class] for c in range(NUM_CLASSES)])
+    save_class_grid(grid, path)
+
+
 def finish_digits_demo(config: ml_collections.ConfigDict, state: dict) -> dict:
     """Sample `config.eval.num_images` digits (classes in turn), score them, write the files.
 
@@ -56,17 +75,11 @@ def finish_digits_demo(config: ml_collections.ConfigDict, state: dict) -> dict:
     samples = np.asarray(sample_fn(key, labels, n), np.float32)
     labels = np.asarray(labels)
 
-    split = load_digits_split(held_out=config.data.kwargs.held_out)
-    (xtr, ytr), (xva, yva) = split["train"], split["val"]
-    xtr, xva = _to_unit(xtr), _to_unit(xva)
-    classifier = DigitsClassifier().fit(xtr, ytr)
-    report = quality_report(classifier, xtr, (xva, yva), samples, labels)
+    report, _, _ = score_digits(config, samples, labels)
     report["train_steps"] = int(config.total_steps)
     write_report(report, workdir)
 
-    per_class = max(1, min(10, n // NUM_CLASSES))
-    grid = np.stack([samples[labels == c][:per_class] for c in range(NUM_CLASSES)])
-    save_class_grid(grid, workdir / "samples_per_class.png")
+    save_sample_grid(samples, labels, workdir / "samples_per_class.png")
     steps, losses = read_losses(workdir)
     if len(steps) >= 2:
         save_loss_curve(steps, losses, workdir / "loss_curve.png", smooth=max(1, len(steps) // 20))

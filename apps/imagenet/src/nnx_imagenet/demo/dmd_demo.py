@@ -17,11 +17,11 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from nnx_imagenet.data.digits import NUM_CLASSES, load_digits_split
-from nnx_imagenet.demo.classifier import DigitsClassifier, frechet_distance
-from nnx_imagenet.demo.digits_demo import _to_unit, read_losses
-from nnx_imagenet.demo.plots import save_class_grid, save_loss_curve
-from nnx_imagenet.demo.report import format_report, quality_report, write_report
+from nnx_imagenet.data.digits import NUM_CLASSES
+from nnx_imagenet.demo.classifier import frechet_distance
+from nnx_imagenet.demo.digits_demo import read_losses, save_sample_grid, score_digits
+from nnx_imagenet.demo.plots import save_loss_curve
+from nnx_imagenet.demo.report import format_report, write_report
 
 
 def ensure_teacher(config: ml_collections.ConfigDict) -> None:
@@ -78,11 +78,7 @@ def finish_dmd_demo(config: ml_collections.ConfigDict, state: dict) -> dict:
         t_sample(jax.random.key(config.seed + 12345), jnp.asarray(labels), n), np.float32
     )
 
-    split = load_digits_split(held_out=config.data.kwargs.held_out)
-    (xtr, ytr), (xva, yva) = split["train"], split["val"]
-    xtr, xva = _to_unit(xtr), _to_unit(xva)
-    classifier = DigitsClassifier().fit(xtr, ytr)
-    report = quality_report(classifier, xtr, (xva, yva), samples, labels)
+    report, classifier, xtr = score_digits(config, samples, labels)
     report["train_steps"] = int(config.total_steps)
     report["generator_steps"] = int(config.interface.generator_steps)
     s = teacher_cfg.sample
@@ -102,9 +98,7 @@ def finish_dmd_demo(config: ml_collections.ConfigDict, state: dict) -> dict:
     )
     (workdir / "quality_report.txt").write_text(txt)
 
-    per_class = max(1, min(10, n // NUM_CLASSES))
-    grid = np.stack([samples[labels == c][:per_class] for c in range(NUM_CLASSES)])
-    save_class_grid(grid, workdir / "samples_per_class.png")
+    save_sample_grid(samples, labels, workdir / "samples_per_class.png")
     for tree in ("generator", "critic"):
         steps, losses = read_losses(workdir, key=f"{tree}/loss")
         ok = np.isfinite(losses)  # NaN: a logging window without an update of this tree
