@@ -3,6 +3,7 @@
 from nnx_interfaces.base import Interfaces, TimeDomain, TrainingTimeDistType, TreeUpdate
 from nnx_interfaces.consistency import SCD, SCT, TrigFlowConsistency
 from nnx_interfaces.ddpm import DDPMInterface
+from nnx_interfaces.dmd import DMD
 from nnx_interfaces.edm import EDMInterface
 from nnx_interfaces.errors import InterfaceConfigError, InterfaceError
 from nnx_interfaces.flowmaps import (
@@ -31,6 +32,7 @@ from nnx_interfaces.time_dist import sample_time
 __version__ = "0.1.0"
 
 __all__ = [
+    "DMD",
     "REPA",
     "SCD",
     "SCT",
