@@ -22,8 +22,9 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from flax import nnx
 
-from nnx_interfaces.base import Interfaces, TimeDomain
+from nnx_interfaces.base import Interfaces, TimeDomain, TreeUpdate
 from nnx_train import config as config_lib
 from nnx_train import registry, trainer
 
@@ -97,8 +98,54 @@ class DetRegress(TinyFlow):
         return (loss, {}) if return_aux else loss
 
 
+class TwoTrees(TinyFlow):
+    """Two trained trees and a frozen teacher: the flow network ("network", updated every
+    `every` steps by `loss`) and a linear critic ("critic", every step, `critic_loss`: regress
+    the frozen teacher's output on the data, plus the network's output held fixed)."""
+
+    def __init__(self, network, train_time_dist_type="uniform", *, every=3, blowup=1.0, rngs=None):
+        super().__init__(network, train_time_dist_type, blowup=blowup, rngs=rngs)
+        self.every = every
+        self.critic = nnx.Linear(2, 2, rngs=nnx.Rngs(1))
+        self.teacher = nnx.Linear(2, 2, rngs=nnx.Rngs(2))
+
+    def trained_trees(self):
+        return (
+            TreeUpdate("network", "loss", every=self.every),
+            TreeUpdate("critic", "critic_loss"),
+        )
+
+    def frozen_trees(self):
+        return ("teacher",)
+
+    def critic_loss(self, x, *args, return_aux=False, y=None, **kwargs):
+        held = self.network(x, jnp.full((x.shape[0],), 0.5), y=y)
+        loss = jnp.mean((self.critic(x) - self.teacher(x) - 0.1 * held) ** 2)
+        return (loss, {"held": jnp.mean(held)}) if return_aux else loss
+
+
+def tiny_dmd2(network, *, generator_steps=1, fake_updates=5, guidance=1.0):
+    """DMD2 with generator, fake score and (random) teacher all SiT copies of `network` (the
+    tiny MLP or DiT with 3 classes), the GAN head on the hidden layer after block 1."""
+    from nnx_interfaces.dmd import DMD
+    from nnx_interfaces.sit import SiTInterface
+
+    def sit(net):
+        return SiTInterface(net, "uniform", t_shift_base=None)
+
+    teacher, fake = sit(nnx.clone(network)), sit(nnx.clone(network))
+    return DMD(
+        sit(network), fake, teacher, generator_steps=generator_steps, fake_updates=fake_updates,
+        guidance=guidance, null_label=3, gan_weight_generator=3e-3, gan_weight_critic=1e-2,
+        gan_hidden_at=1,
+        gan_channels=getattr(network, "hidden_size", None) or network.input_proj.out_features,
+    )  # fmt: skip
+
+
 registry.register("interface", "tiny_flow", TinyFlow)
+registry.register("interface", "tiny_dmd2", tiny_dmd2)
 registry.register("interface", "det_regress", DetRegress)
+registry.register("interface", "two_trees", TwoTrees)
 
 DATA = np.random.default_rng(0).normal(size=(64, 2)).astype(np.float32) * [1.0, 0.3]
 LABELS = (np.arange(64) % 3).astype(np.int32)
@@ -262,8 +309,8 @@ def main(argv: list[str]) -> int:
     result = trainer.train(cfg, data, step_callback=hook)
     params = params_np(result.state)
     if jax.process_index() == 0:
-        np.savez(out, step=result.step, preempted=result.preempted, loss=result.metrics["loss"],
-                 **params)  # fmt: skip
+        loss = result.metrics.get("loss", np.nan)  # a multi-tree run logs "<tree>/loss"
+        np.savez(out, step=result.step, preempted=result.preempted, loss=loss, **params)
     return 0
 
 

@@ -36,7 +36,7 @@ def _state_and_graph():
     cfg = T.tiny_config("/unused")
     cfg.interface = ml_collections.ConfigDict({"name": "feature_regress"})
     iface = trainer.build_interface(cfg)
-    graphdef, params, rng, other = state_lib.split_module(iface)
+    graphdef, params, rng, other, _ = state_lib.split_module(iface)
     opt = optax.sgd(0.1)
     state = {
         "step": jnp.zeros((), jnp.int32),

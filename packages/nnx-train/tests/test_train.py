@@ -153,7 +153,7 @@ def test_grad_accumulation_matches_full_batch():
     """The jitted step with 4 micro-batches equals the full-batch step (deterministic loss)."""
     cfg = T.tiny_config("/unused")
     cfg.interface = type(cfg.interface)({"name": "det_regress"})
-    graphdef, params, rng, other = state_lib.split_module(trainer.build_interface(cfg))
+    graphdef, params, rng, other, _ = state_lib.split_module(trainer.build_interface(cfg))
     opt = optax.sgd(0.1)
     state = {
         "step": jnp.zeros((), jnp.int32),

@@ -208,12 +208,12 @@ def _train(config) -> int:
     print(f"trained to step {out['step']}; checkpoints in {out['checkpoint_dir']}")
     if "report" not in out:
         return 0
-    from nnx_imagenet.demo.report import format_report
-
-    print(format_report(out["report"]), end="")
-    print(f"files written to {Path(config.workdir).resolve()}: samples_per_class.png, "
-          f"loss_curve.png, quality_report.json, quality_report.txt, metrics.jsonl, "
-          f"checkpoints/")  # fmt: skip
+    workdir = Path(config.workdir).resolve()
+    print((workdir / "quality_report.txt").read_text(), end="")
+    dmd = "teacher" in out["report"]  # the DMD2 demo: one loss curve per model
+    curves = "loss_curve_generator.png, loss_curve_critic.png" if dmd else "loss_curve.png"
+    print(f"files written to {workdir}: samples_per_class.png, {curves}, quality_report.json, "
+          f"quality_report.txt, metrics.jsonl, checkpoints/")  # fmt: skip
     if not out["report"]["passed"]:
         print(
             "nnx-imagenet train: the demo's quality report says FAILED (thresholds above); the "

@@ -223,9 +223,12 @@ def checkpoint_dir(config: ml_collections.ConfigDict) -> str:
 
 
 def absolute_paths(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """Make local `workdir` / `checkpoint.dir` absolute (orbax refuses relative paths); URLs such
-    as gs://... are kept as they are."""
-    for section, key in ((config, "workdir"), (config.checkpoint, "dir")):
+    """Make local `workdir` / `checkpoint.dir` / `interface.teacher_workdir` absolute (orbax
+    refuses relative paths); URLs such as gs://... are kept as they are."""
+    places = [(config, "workdir"), (config.checkpoint, "dir")]
+    if "teacher_workdir" in config.interface:
+        places.append((config.interface, "teacher_workdir"))
+    for section, key in places:
         value = section[key]
         if value and "://" not in value:
             section[key] = os.path.abspath(os.path.expanduser(value))

@@ -28,6 +28,7 @@ APP_BUILDERS: dict[str, dict[str, str]] = {
         "imagenet.lsd": "nnx_imagenet.plugins:build_lsd",
         "imagenet.repa": "nnx_imagenet.plugins:build_repa",
         "imagenet.scd": "nnx_imagenet.plugins:build_scd",
+        "imagenet.dmd": "nnx_imagenet.plugins:build_dmd",
     },
 }
 

@@ -3,6 +3,7 @@ constructors take objects rather than flat values (a flow map's `STSampling`) ge
 here that takes flat config values and builds the object.
 """
 
+import jax.numpy as jnp
 from flax import nnx
 
 from nnx_imagenet.plugin_names import register_plugins  # noqa: F401  (re-exported)
@@ -124,26 +125,6 @@ def build_repa(
     )
 
 
-class FrozenParam(nnx.Variable):
-    """A weight that is not trained: not an `nnx.Param`, so the trainer's optimizer and EMA
-    (which take `nnx.Param` only) skip it; it rides in the state's "other" part, unchanged."""
-
-
-def freeze(module: nnx.Module) -> nnx.Module:
-    """`module` with every `nnx.Param` replaced in place by a `FrozenParam` of the same value."""
-    found = [(path, v) for path, v in nnx.iter_graph(module) if isinstance(v, nnx.Param)]
-    for path, var in found:
-        parent = module
-        for key in path[:-1]:
-            parent = parent[key] if isinstance(key, int) else getattr(parent, key)
-        frozen = FrozenParam(var.get_value())
-        if isinstance(path[-1], int):
-            parent[path[-1]] = frozen
-        else:
-            setattr(parent, path[-1], frozen)
-    return module
-
-
 def build_scd(
     network: nnx.Module,
     *,
@@ -158,11 +139,9 @@ def build_scd(
 ) -> nnx.Module:
     """sCD (`nnx_interfaces.consistency.SCD`) distilling the newest checkpoint of a teacher run.
 
-    The teacher (its `sample.ema` weights) is frozen (`freeze`): only the student is trained."""
-    from nnx_imagenet.checkpoints import load_latest_state
-    from nnx_imagenet.config_loading import load_config
+    The teacher (its `sample.ema` weights) is a frozen tree (`SCD.frozen_trees()`): the trainer
+    keeps it without optimizer state or EMA, unchanged; only the student is trained."""
     from nnx_imagenet.errors import ConfigError
-    from nnx_imagenet.sampling import interface_from_state
     from nnx_interfaces.consistency import SCD
 
     if not teacher_workdir:
@@ -170,9 +149,7 @@ def build_scd(
             "sCD needs a trained teacher: set --config.interface.teacher_workdir=RUN_DIR (a "
             f"workdir trained with --config={teacher_config})."
         )
-    teacher_cfg = load_config(teacher_config, [f"workdir={teacher_workdir}"])
-    _, state = load_latest_state(teacher_cfg)
-    teacher = freeze(interface_from_state(teacher_cfg, state, ema=teacher_cfg.sample.ema))
+    teacher, _ = load_teacher(teacher_config, teacher_workdir)
     return SCD(
         network,
         teacher,
@@ -183,3 +160,109 @@ def build_scd(
         tangent_norm_c=tangent_norm_c,
         adaptive_weight=adaptive_weight,
     )
+
+
+def load_teacher(teacher_config: str, teacher_workdir: str = "", teacher_path: str = ""):
+    """(teacher interface, its config): the `sample.ema` weights of the newest checkpoint of the
+    run `teacher_workdir` trained with `teacher_config`, or a released DiT-layout checkpoint
+    `teacher_path` (`nnx_backbones.convert.dit.load_dit`) into `teacher_config`'s network.
+
+    Raises:
+      ConfigError: neither or both given (says what to set).
+    """
+    from nnx_imagenet.checkpoints import load_latest_state
+    from nnx_imagenet.config_loading import load_config
+    from nnx_imagenet.errors import ConfigError
+    from nnx_imagenet.sampling import interface_from_state
+    from nnx_train import trainer
+
+    if bool(teacher_workdir) == bool(teacher_path):
+        raise ConfigError(
+            "Distillation needs one trained teacher: set --config.interface.teacher_workdir="
+            f"RUN_DIR (a workdir trained with --config={teacher_config}) or "
+            "--config.interface.teacher_path=FILE (a released DiT-layout checkpoint); got "
+            f"teacher_workdir={teacher_workdir!r}, teacher_path={teacher_path!r}."
+        )
+    if teacher_workdir:
+        teacher_cfg = load_config(teacher_config, [f"workdir={teacher_workdir}"])
+        _, state = load_latest_state(teacher_cfg)
+        return interface_from_state(teacher_cfg, state, ema=teacher_cfg.sample.ema), teacher_cfg
+    from nnx_backbones.convert.dit import load_dit
+
+    teacher_cfg = load_config(teacher_config)
+    teacher = trainer.build_interface(teacher_cfg)
+    load_dit(teacher.network, teacher_path)
+    return teacher, teacher_cfg
+
+
+def build_dmd(
+    network: nnx.Module,
+    *,
+    teacher_config: str,
+    teacher_workdir: str = "",
+    teacher_path: str = "",
+    generator_steps: int = 1,
+    fake_updates: int = 5,
+    guidance: float = 1.0,
+    t_min: float = 0.02,
+    t_max: float = 0.98,
+    normalize: bool = True,
+    regression_weight: float = 0.0,
+    gan_weight_generator: float = 0.0,
+    gan_weight_critic: float = 0.0,
+    gan_hidden_at: int = 0,
+    gan_t_max: float = 1.0,
+) -> nnx.Module:
+    """DMD / DMD2 (`nnx_interfaces.dmd.DMD`) distilling a teacher (`load_teacher`).
+
+    The generator is the teacher's interface around `network` (config.model, which must be the
+    teacher's architecture) holding the teacher's weights; the fake score a copy of it; the
+    teacher frozen. The GAN head reads the tokens after block `gan_hidden_at` (0: the last),
+    of the network's width; CFG's null label is the teacher's `data.num_classes`.
+
+    Raises:
+      ConfigError: config.model is not the teacher's architecture.
+    """
+    from nnx_imagenet.errors import ConfigError
+    from nnx_interfaces.dmd import DMD
+    from nnx_train import config as config_lib
+
+    teacher, teacher_cfg = load_teacher(teacher_config, teacher_workdir, teacher_path)
+    try:
+        nnx.update(network, nnx.state(teacher.network, nnx.Param))
+    except Exception as e:  # a different architecture: say which configs to align
+        raise ConfigError(
+            f"config.model must be the teacher's architecture (the generator starts from its "
+            f"weights): copy the model section of --config={teacher_config}. ({e})"
+        ) from e
+    iface_kwargs = config_lib.constructor_kwargs(teacher_cfg.interface)
+    generator = registry.build("interface", teacher_cfg.interface.name, network, **iface_kwargs)
+    use_gan = bool(gan_weight_generator or gan_weight_critic)
+    depth = getattr(network, "depth", 1)
+    hidden_at = (gan_hidden_at or (depth if isinstance(depth, int) else sum(depth))) or None
+    channels = 0
+    if use_gan:  # the width of the hidden tokens the head reads, from an abstract forward pass
+        x = jnp.zeros((1, *teacher_cfg.data.shape))
+        y = jnp.zeros((1,), jnp.int32) if teacher_cfg.data.num_classes else None
+        _, hidden = nnx.eval_shape(
+            lambda n: n(x, jnp.zeros((1,)), y=y, return_hidden_at=hidden_at), network
+        )
+        channels = hidden.shape[-1]
+    return DMD(
+        generator,
+        nnx.clone(generator),
+        teacher,
+        generator_steps=generator_steps,
+        fake_updates=fake_updates,
+        guidance=guidance,
+        null_label=teacher_cfg.data.num_classes if guidance != 1.0 else None,
+        t_min=t_min,
+        t_max=t_max,
+        normalize=normalize,
+        regression_weight=regression_weight,
+        gan_weight_generator=gan_weight_generator,
+        gan_weight_critic=gan_weight_critic,
+        gan_hidden_at=hidden_at if use_gan else None,
+        gan_channels=int(channels),
+        gan_t_max=gan_t_max,
+    )  # fmt: skip

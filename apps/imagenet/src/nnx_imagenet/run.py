@@ -48,6 +48,11 @@ def run_train(config: ml_collections.ConfigDict) -> dict:
       {"step", "preempted", "metrics", "checkpoint_dir"} and, for the digits demo, "report".
     """
     validate(config)
+    dmd_demo = config.data.name == "digits" and config.interface.name == "imagenet.dmd"
+    if dmd_demo:  # the DMD2 digits demo distils the digits demo: train that first if absent
+        from nnx_imagenet.demo.dmd_demo import ensure_teacher
+
+        ensure_teacher(config)
     result = trainer.train(config, make_data_fn(config))
     out = {
         "step": result.step,
@@ -55,7 +60,11 @@ def run_train(config: ml_collections.ConfigDict) -> dict:
         "metrics": result.metrics,
         "checkpoint_dir": result.checkpoint_dir,
     }
-    if config.data.name == "digits" and not result.preempted and jax.process_index() == 0:
+    if dmd_demo and not result.preempted and jax.process_index() == 0:
+        from nnx_imagenet.demo.dmd_demo import finish_dmd_demo
+
+        out["report"] = finish_dmd_demo(config, result.state)
+    elif config.data.name == "digits" and not result.preempted and jax.process_index() == 0:
         from nnx_imagenet.demo.digits_demo import finish_digits_demo
 
         out["report"] = finish_digits_demo(config, result.state)

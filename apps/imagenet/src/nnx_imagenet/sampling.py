@@ -22,19 +22,21 @@ def interface_from_state(
 ) -> nnx.Module:
     """The interface (with its backbone) holding `state`'s params or the EMA named `ema`."""
     abstract = nnx.eval_shape(lambda: trainer.build_interface(config))
-    graphdef, _, abs_rng, _ = state_lib.split_module(abstract)
+    graphdef, _, abs_rng, _, _ = state_lib.split_module(abstract)
     if ema:
         key = ema_lib.ema_name(float(ema))
-        if key not in state["ema"]:
+        try:
+            params = state_lib.select_params(state, key)
+        except KeyError:
+            have = sorted(state["ema"]) if "count" not in state else state["ema"]
             raise ConfigError(
-                f"EMA {ema!r} is not in the checkpoint (it has {sorted(state['ema'])}); set "
+                f"EMA {ema!r} is not in the checkpoint (it has {have}); set "
                 f"--config.sample.ema / eval.ema to one of ema.decays or '' for raw weights."
-            )
-        params = state["ema"][key]
+            ) from None
     else:
         params = state["params"]
     rng = state_lib.data_to_keys(state["rng"], state_lib.key_template(abs_rng))
-    return state_lib.merge_module(graphdef, params, rng, state["other"])
+    return state_lib.merge_module(graphdef, params, rng, state["other"], state.get("frozen"))
 
 
 def sample_fn_from_state(

@@ -1,8 +1,9 @@
 """Objectives for diffusion, flow-matching, consistency and flow-map models (the `Interfaces`)."""
 
-from nnx_interfaces.base import Interfaces, TimeDomain, TrainingTimeDistType
+from nnx_interfaces.base import Interfaces, TimeDomain, TrainingTimeDistType, TreeUpdate
 from nnx_interfaces.consistency import SCD, SCT, TrigFlowConsistency
 from nnx_interfaces.ddpm import DDPMInterface
+from nnx_interfaces.dmd import DMD
 from nnx_interfaces.edm import EDMInterface
 from nnx_interfaces.errors import InterfaceConfigError, InterfaceError
 from nnx_interfaces.flowmaps import (
@@ -31,6 +32,7 @@ from nnx_interfaces.time_dist import sample_time
 __version__ = "0.1.0"
 
 __all__ = [
+    "DMD",
     "REPA",
     "SCD",
     "SCT",
@@ -58,6 +60,7 @@ __all__ = [
     "SiTInterface",
     "TimeDomain",
     "TrainingTimeDistType",
+    "TreeUpdate",
     "TrigFlowConsistency",
     "TwoStepDenoising",
     "get_interpolant",

@@ -92,6 +92,35 @@ class TimeDomain:
         return self.data - self.direction * self.eps
 
 
+@dataclasses.dataclass(frozen=True)
+class TreeUpdate:
+    """One trained parameter tree of a multi-model objective and when the trainer updates it.
+
+    A multi-model objective (DMD2: generator and fake score) lists one `TreeUpdate` per trained
+    tree in `Interfaces.trained_trees()`; the trainer keeps an optimizer, learning-rate schedule
+    and EMAs per tree and, in each step, in the listed order, updates the trees that are due.
+
+    Attributes:
+      tree: the objective's attribute (a submodule) whose `nnx.Param`s form the tree.
+      loss: name of the objective's method giving this tree's loss, called like `loss`:
+        `method(x, return_aux=True, **batch entries but x) -> (loss, aux)`; gradients are taken
+        with respect to this tree only (every other tree is held fixed).
+      every, offset: the tree is updated in step s (0-based) when s % every == offset.
+    """
+
+    tree: str
+    loss: str = "loss"
+    every: int = 1
+    offset: int = 0
+
+    def __post_init__(self):
+        if not (self.every >= 1 and 0 <= self.offset < self.every):
+            raise InterfaceConfigError(
+                f"TreeUpdate({self.tree!r}): need every ≥ 1 and 0 ≤ offset < every; got "
+                f"every={self.every}, offset={self.offset}."
+            )
+
+
 class Interfaces(nnx.Module, abc.ABC):
     """Base class of every diffusion / flow-matching / flow-map objective.
 
@@ -175,6 +204,17 @@ class Interfaces(nnx.Module, abc.ABC):
 
     def __call__(self, x: jax.Array, *args, **kwargs) -> Any:
         return self.loss(x, *args, **kwargs)
+
+    # --- what the trainer trains (several models in one objective) ---------------------------
+    def trained_trees(self) -> tuple[TreeUpdate, ...]:
+        """The trained trees and their update schedule; () (the default): one tree, every
+        `nnx.Param` outside `frozen_trees()`, trained by `loss` in every step."""
+        return ()
+
+    def frozen_trees(self) -> tuple[str, ...]:
+        """Attributes (submodules) whose `nnx.Param`s are never trained (a distillation
+        teacher): the trainer keeps them without optimizer state or EMA, unchanged bit for bit."""
+        return ()
 
     def network_output(
         self, x_t: jax.Array, t: jax.Array, *args, **kwargs

@@ -247,6 +247,10 @@ class SCD(TrigFlowConsistency):
             )
         self.teacher = teacher
 
+    def frozen_trees(self) -> tuple[str, ...]:
+        """The teacher is never trained (the trainer keeps it without optimizer state)."""
+        return ("teacher",)
+
     def teacher_time(self, t: jax.Array) -> jax.Array:
         """τ `[B]` in the teacher's domain with σ_T(τ)/α_T(τ) = σ_d tan t."""
         dom = self.teacher.time_domain

@@ -23,6 +23,7 @@ A checkpoint whose structural config fields (`STRUCTURAL`) differ from the curre
 `IncompatibleCheckpointError` naming them (the checkpoint is fine; the config is not).
 """
 
+import fnmatch
 import json
 import logging
 from collections.abc import Mapping
@@ -50,6 +51,9 @@ STRUCTURAL = (
     "optimizer.name",
     "ema.decays",
     "posthoc_ema.stds",
+    "trees.*.optimizer.name",  # per-tree overrides (fnmatch patterns)
+    "trees.*.ema.decays",
+    "trees.*.posthoc_ema.stds",
 )
 
 
@@ -382,7 +386,7 @@ def check_compatible(stored: Mapping, current: Mapping, step: int = -1) -> None:
     """Raise `IncompatibleCheckpointError` naming every differing `STRUCTURAL` field."""
     diffs = []
     for path in diff_configs(stored, current):
-        if any(path == f or path.startswith(f + ".") for f in STRUCTURAL):
+        if any(fnmatch.fnmatchcase(path, f) or path.startswith(f + ".") for f in STRUCTURAL):
             diffs.append(
                 f"{path}: checkpoint {_get(stored, path)!r} vs current {_get(current, path)!r}"
             )

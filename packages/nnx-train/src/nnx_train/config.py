@@ -5,8 +5,11 @@ that is not in it is rejected (with the closest valid names), and a value must h
 default (ints are accepted where floats are expected, lists where tuples are). Three sections are
 open: `model`, `interface` and `sample.sampler` hold a `name` plus the keyword arguments of the
 registered constructor of that name (checked against its signature); `data.kwargs` is passed to
-the app's data builder untouched. The README documents each field. Values are checked too: a
-learning rate must be finite and > 0, a guidance scale finite and ≥ 0 (0 = off), step counts ≥ 1.
+the app's data builder untouched. `trees.<name>` (objectives with several trained trees) holds
+per-tree overrides of the `optimizer`, `ema` and `posthoc_ema` sections, each field checked
+against those sections (`tree_config`). The README documents each field. Values are checked too:
+a learning rate must be finite and > 0, a guidance scale finite and ≥ 0 (0 = off), step counts
+≥ 1.
 """
 
 import difflib
@@ -27,6 +30,7 @@ STRATEGIES = ("replicate", "fsdp")
 OPTIMIZERS = ("adamw", "adam", "lion", "sgd")
 SCHEDULES = ("constant", "cosine", "inverse_sqrt")
 WANDB_MODES = ("online", "offline", "disabled")
+TREE_SECTIONS = ("optimizer", "ema", "posthoc_ema")
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -67,6 +71,10 @@ def default_config() -> ml_collections.ConfigDict:
     c.optimizer.decay_steps = 0  # cosine: length of the decay; 0 = total_steps − warmup_steps
     c.optimizer.min_lr_ratio = 0.0  # cosine: final lr / peak lr
     c.optimizer.ref_steps = 0  # inverse_sqrt: lr·min(1, sqrt(ref/t)); 0 = warmup_steps (or 1)
+
+    # per trained tree of a multi-model objective (Interfaces.trained_trees): overrides of the
+    # optimizer / ema / posthoc_ema sections, e.g. trees.generator.optimizer.lr = 2e-6
+    c.trees = ml_collections.ConfigDict()
 
     c.train = ml_collections.ConfigDict()
     c.train.grad_accum = 1  # micro-batches per step (global_batch_size must divide)
@@ -154,8 +162,24 @@ def validate_config(
                 registry.check_name(kind, section["name"])
             except RegistryError as err:
                 errors.append(f"{path}.name: {err}")
+    _check_trees(cfg.get("trees"), schema, errors)
+    if not errors:
+        for name in cfg.get("trees") or {}:
+            tree_errors: list[str] = []
+            _check_values(_to_dict(tree_config(cfg, name)), tree_errors)
+            errors += [f"trees.{name}: {e}" for e in tree_errors if e not in errors]
     if errors:
         raise ConfigError("Invalid training config:\n  " + "\n  ".join(errors))
+
+
+def tree_config(config: ml_collections.ConfigDict | Mapping[str, Any], name: str):
+    """The config as tree `name` sees it: `optimizer`, `ema` and `posthoc_ema` with the
+    overrides of `trees.<name>` applied (a new ConfigDict; the other sections unchanged)."""
+    cfg = _to_dict(config)
+    overrides = (cfg.get("trees") or {}).get(name) or {}
+    for section in TREE_SECTIONS:
+        cfg[section] = {**cfg[section], **(overrides.get(section) or {})}
+    return ml_collections.ConfigDict(cfg)
 
 
 def constructor_kwargs(section: Mapping[str, Any]) -> dict[str, Any]:
@@ -227,6 +251,8 @@ def _type_ok(value: Any, default: Any) -> bool:
 def _check_section(cfg: dict, schema: dict, path: str, errors: list[str]) -> None:
     for key, value in cfg.items():
         sub = f"{path}{key}"
+        if sub == "trees":
+            continue  # checked by _check_trees
         if sub in OPEN_SECTIONS or sub in FREE_SECTIONS:
             if not isinstance(value, dict):
                 errors.append(f"{sub} must be a ConfigDict; got {type(value).__name__}.")
@@ -249,6 +275,21 @@ def _check_section(cfg: dict, schema: dict, path: str, errors: list[str]) -> Non
                 f"{sub} must be of type {type(default).__name__} (default {default!r}); "
                 f"got {value!r} of type {type(value).__name__}."
             )
+
+
+def _check_trees(trees: Any, schema: dict, errors: list[str]) -> None:
+    """`trees.<name>.<section>.<field>`: sections in TREE_SECTIONS, fields as in that section."""
+    for name, value in (trees or {}).items():
+        if not isinstance(value, dict):
+            errors.append(f"trees.{name} must be a section (ConfigDict); got {value!r}.")
+            continue
+        for section, fields in value.items():
+            if section not in TREE_SECTIONS:
+                errors.append(_unknown(section, list(TREE_SECTIONS), f"trees.{name}."))
+            elif not isinstance(fields, dict):
+                errors.append(f"trees.{name}.{section} must be a section; got {fields!r}.")
+            else:
+                _check_section(fields, schema[section], f"trees.{name}.{section}.", errors)
 
 
 def _check_open(section: dict, kind: str, path: str, errors: list[str]) -> None:

@@ -139,8 +139,10 @@ class MetricsLogger:
             for k, v in record.items():
                 if k not in ("step", "time", "segment") and _is_number(v):
                     self._tb.add_scalar(k, v, global_step=int(step))
-        if self._bar is not None and "loss" in record:
-            self._bar.set_postfix(loss=f"{record['loss']:.4g}", refresh=False)
+        losses = {k: v for k, v in record.items() if k == "loss" or k.endswith("/loss")}
+        losses = {k: v for k, v in losses.items() if "aux/" not in k}  # "<tree>/loss" too
+        if self._bar is not None and losses:
+            self._bar.set_postfix({k: f"{v:.4g}" for k, v in losses.items()}, refresh=False)
 
     def advance(self, n: int = 1) -> None:
         if self._bar is not None:

@@ -9,9 +9,18 @@
       "rng":       pure dict           nnx.Rngs state, keys stored as uint32 key data
       "other":     pure dict           any other nnx state (e.g. batch statistics)
       "guard":     {"skipped", "streak", "tripped"}   non-finite step bookkeeping
+      "frozen":    pure dict           only if the objective declares frozen trees (teachers):
+                                       their parameters, never updated, no optimizer state
     }
 
-`split_module` / `merge_module` convert between an `nnx.Module` and (graphdef, params, rng, other).
+An objective with several trained trees (`Interfaces.trained_trees()`, e.g. DMD2's generator and
+fake score) keeps the same keys with the per-tree entries keyed by tree name: "params" = {tree:
+params} (which is the objective's own pure dict, trees being its attributes), "opt_state" =
+{tree: optax state}, "ema" = {tree: {"0.999": params}}, "power_ema" = {tree: {"0.05": params}},
+plus "count" = {tree: int32 []} (updates each tree received).
+
+`split_module` / `merge_module` convert between an `nnx.Module` and (graphdef, params, rng,
+other, frozen).
 """
 
 from typing import Any
@@ -43,15 +52,51 @@ def _impl(t: Any) -> Any:
     return impl if impl is not None else jax.random.key_impl(jax.random.key(0))
 
 
-def split_module(module: nnx.Module) -> tuple[nnx.GraphDef, dict, dict, dict]:
-    """(graphdef, params, rng, other) as pure dicts; rng keys stay typed."""
-    graphdef, params, rng, other = nnx.split(module, nnx.Param, nnx.RngState, ...)
-    return graphdef, nnx.to_pure_dict(params), nnx.to_pure_dict(rng), nnx.to_pure_dict(other)
+def frozen_names(module: nnx.Module) -> tuple[str, ...]:
+    """The attributes the objective declares frozen (`Interfaces.frozen_trees`; () if none)."""
+    declared = getattr(module, "frozen_trees", None)
+    return tuple(declared()) if callable(declared) else ()
 
 
-def merge_module(graphdef: nnx.GraphDef, params: dict, rng: dict, other: dict) -> nnx.Module:
+def split_module(module: nnx.Module) -> tuple[nnx.GraphDef, dict, dict, dict, dict]:
+    """(graphdef, params, rng, other, frozen) as pure dicts; rng keys stay typed.
+
+    `params` are the trained `nnx.Param`s, `frozen` the `nnx.Param`s under the attributes in
+    `module.frozen_trees()` ({} if none)."""
+    names = frozen_names(module)
+
+    def is_frozen(path, value) -> bool:
+        return bool(path) and path[0] in names and isinstance(value, nnx.Param)
+
+    graphdef, frozen, params, rng, other = nnx.split(
+        module, is_frozen, nnx.Param, nnx.RngState, ...
+    )
+    return (graphdef, *(nnx.to_pure_dict(s) for s in (params, rng, other, frozen)))
+
+
+def merge_module(
+    graphdef: nnx.GraphDef, params: dict, rng: dict, other: dict, frozen: dict | None = None
+) -> nnx.Module:
     """Rebuild the module from `split_module`'s parts (rng with typed keys)."""
+    if frozen:
+        return nnx.merge(graphdef, frozen, params, rng, other)
     return nnx.merge(graphdef, params, rng, other)
+
+
+def select_params(state: dict, ema: str = "") -> dict:
+    """The parameters to run with: raw (`ema` = ""), or the EMA named `ema` (e.g. "0.999"). With
+    several trained trees, each tree's EMA of that name, its raw parameters where it keeps none.
+
+    Raises:
+      KeyError: no tree keeps an EMA named `ema`.
+    """
+    if not ema:
+        return state["params"]
+    if "count" not in state:
+        return state["ema"][ema]
+    if not any(ema in e for e in state["ema"].values()):
+        raise KeyError(ema)
+    return {t: state["ema"][t].get(ema, p) for t, p in state["params"].items()}
 
 
 def key_template(rng: dict) -> Any:

@@ -15,6 +15,11 @@ after pending saves finish (no update that was non-finite, or would have made th
 non-finite, was applied). One trainer per workdir (`workdir.RunLock`); the checkpoint directory
 is checked writable before anything compiles; a failed asynchronous save stops the run at the
 next step boundary (`Checkpointer.poll`).
+
+Objectives with several trained trees (`Interfaces.trained_trees()`, e.g. DMD2) get one optimizer,
+schedule and set of EMAs per tree (`config.trees.<name>` overrides `optimizer` / `ema` /
+`posthoc_ema`) and the multi-tree step; frozen trees (`Interfaces.frozen_trees()`, teachers) sit
+in `state["frozen"]`, FSDP-sharded like parameters, with no optimizer state, never updated.
 """
 
 import dataclasses
@@ -33,8 +38,8 @@ from flax import nnx
 from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec
 
-from nnx_interfaces.base import Interfaces
-from nnx_train import callbacks, checkpoint, fileio, optim, posthoc_ema, registry, sharding
+from nnx_interfaces.base import Interfaces, TreeUpdate
+from nnx_train import callbacks, checkpoint, fileio, optim, registry, sharding
 from nnx_train import config as config_lib
 from nnx_train import ema as ema_lib
 from nnx_train import metrics as metrics_lib
@@ -121,51 +126,52 @@ def train(
              jax.device_count())  # fmt: skip
     abstract_iface = nnx.eval_shape(lambda: build_interface(config))
     sharding.check_model_parallel(abstract_iface, mesh)  # heads / tokens fit tensor / context
-    graphdef, abs_params, abs_rng, _ = state_lib.split_module(abstract_iface)
+    graphdef, abs_params, abs_rng, _, abs_frozen = state_lib.split_module(abstract_iface)
     rng_template = state_lib.key_template(abs_rng)
+    trees = _trained_trees(abstract_iface, abs_params, config)  # () = one tree, the usual case
 
     # ===== optimizer =============================================================================
-    o = config.optimizer
-    schedule = optim.lr_schedule(
-        o.lr,
-        o.schedule,
-        warmup_steps=o.warmup_steps,
-        total_steps=config.total_steps,
-        decay_steps=o.decay_steps,
-        min_lr_ratio=o.min_lr_ratio,
-        ref_steps=o.ref_steps,
-    )
-    optimizer = optim.build_optimizer(
-        o.name, schedule, b1=o.b1, b2=o.b2, eps=o.eps, weight_decay=o.weight_decay,
-        grad_clip=o.grad_clip,
-    )  # fmt: skip
+    optimizer, schedule = _optimizer(config.optimizer, config.total_steps)
+    tree_cfgs = {t.tree: config_lib.tree_config(config, t.tree) for t in trees}
+    tree_opts = {n: _optimizer(c.optimizer, config.total_steps) for n, c in tree_cfgs.items()}
 
     # ===== train state and its shardings =========================================================
     def init_state() -> dict:
-        _, params, rng, other = state_lib.split_module(build_interface(config))
-        return {
-            "step": jnp.zeros((), jnp.int32),
-            "params": params,
-            "opt_state": optimizer.init(params),
-            "ema": ema_lib.init_emas(params, config.ema.decays),
-            "power_ema": posthoc_ema.init_power_emas(params, config.posthoc_ema.stds),
-            "rng": state_lib.keys_to_data(rng),
-            "other": other,
-            "guard": step_lib.init_guard(),
-        }
+        _, params, rng, other, frozen = state_lib.split_module(build_interface(config))
+        if not trees:
+            return step_lib.init_state(
+                params, rng, other, optimizer, ema_decays=config.ema.decays,
+                power_stds=config.posthoc_ema.stds, frozen=frozen,
+            )  # fmt: skip
+        return step_lib.init_state(  # per-tree entries keyed by tree name (nnx_train.state)
+            params, rng, other, {n: o[0] for n, o in tree_opts.items()},
+            ema_decays={n: c.ema.decays for n, c in tree_cfgs.items()},
+            power_stds={n: c.posthoc_ema.stds for n, c in tree_cfgs.items()}, frozen=frozen,
+        )  # fmt: skip
 
     abstract_state = jax.eval_shape(init_state)
-    p_specs = sharding.param_specs(
-        abs_params, mesh, config.sharding.strategy, config.sharding.min_size,
-        [tuple(r) for r in config.sharding.rules],
-    )  # fmt: skip
+
+    def param_specs(tree):
+        return sharding.param_specs(
+            tree, mesh, config.sharding.strategy, config.sharding.min_size,
+            [tuple(r) for r in config.sharding.rules],
+        )  # fmt: skip
+
+    def follow(v):  # optimizer / EMA states follow their tree's parameter specs
+        if not trees:
+            return sharding.follow_specs(v, abs_params, p_specs)
+        return {n: sharding.follow_specs(v[n], abs_params[n], p_specs[n]) for n in v}
+
+    p_specs = param_specs(abs_params)
     specs = {
-        k: sharding.follow_specs(v, abs_params, p_specs)
+        k: follow(v)
         if k in ("opt_state", "ema", "power_ema")
         else jax.tree.map(lambda _: PartitionSpec(), v)
         for k, v in abstract_state.items()
     }
     specs["params"] = p_specs
+    if abs_frozen:
+        specs["frozen"] = param_specs(abs_frozen)
     state_shardings = sharding.named(mesh, specs)
     abstract_state = jax.tree.map(
         lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
@@ -198,22 +204,33 @@ def train(
         start_step = 0
         log.info("initialising a new run (checkpoints go to %s)", ckpt_dir)
         state = jax.jit(init_state, out_shardings=state_shardings)()
-    snapshots = None
-    if config.posthoc_ema.stds and config.posthoc_ema.snapshot_every > 0:
-        snapshots = checkpoint.SnapshotWriter(
-            fileio.join(workdir, "posthoc_ema"), async_save=config.checkpoint.async_save
-        )
+    snapshots = _snapshot_writers(config, tree_cfgs)
 
     # ===== compile the step ======================================================================
-    train_step = step_lib.make_train_step(
-        graphdef,
-        rng_template,
-        optimizer,
-        schedule,
-        grad_accum=config.train.grad_accum,
-        ema_warmup=config.ema.warmup,
-        max_nonfinite=config.train.max_nonfinite,
-    )
+    if not trees:
+        train_step = step_lib.make_train_step(
+            graphdef,
+            rng_template,
+            optimizer,
+            schedule,
+            grad_accum=config.train.grad_accum,
+            ema_warmup=config.ema.warmup,
+            max_nonfinite=config.train.max_nonfinite,
+        )
+    else:
+        tree_steps = [
+            step_lib.TreeStep(t.tree, *tree_opts[t.tree], loss=t.loss, every=t.every,
+                              offset=t.offset)
+            for t in trees
+        ]  # fmt: skip
+        train_step = step_lib.make_multi_train_step(
+            graphdef,
+            rng_template,
+            tree_steps,
+            grad_accum=config.train.grad_accum,
+            ema_warmup=config.ema.warmup,
+            max_nonfinite=config.train.max_nonfinite,
+        )
     batch_sharding = sharding.batch_sharding(mesh)
     first = next(data_iter)
     abstract_batch = {
@@ -255,9 +272,10 @@ def train(
 
     def interface_with(which: str) -> Callable[[], nnx.Module]:
         def fn():
-            params = state["params"] if not which else state["ema"][_ema_key(which, config)]
+            params = state_lib.select_params(state, which and _ema_key(which, config))
             rng = state_lib.data_to_keys(state["rng"], rng_template)
-            return state_lib.merge_module(graphdef, params, rng, state["other"])
+            frozen = state.get("frozen")
+            return state_lib.merge_module(graphdef, params, rng, state["other"], frozen)
 
         return fn
 
@@ -305,8 +323,10 @@ def train(
                         f"applied. {ckpt.describe_newest_finite()} Lower the learning rate, "
                         f"check the data, or use a float32 compute dtype."
                     )
-            if snapshots is not None and step % config.posthoc_ema.snapshot_every == 0:
-                snapshots.save(step, state["power_ema"])
+            if snapshots and step % config.posthoc_ema.snapshot_every == 0:
+                for name, writer in snapshots.items():
+                    writer.save(step, state["power_ema"] if name is None else
+                                state["power_ema"][name])  # fmt: skip
             if config.sample.every_steps and step % config.sample.every_steps == 0:
                 _sample_grid(config, interface_with(config.sample.ema), step, decode_fn, is_main)
             if evaluators and config.eval.every_steps and step % config.eval.every_steps == 0:
@@ -330,8 +350,8 @@ def train(
                 batch_np = next(data_iter)
     finally:
         ckpt.close()
-        if snapshots is not None:
-            snapshots.close()
+        for writer in snapshots.values():
+            writer.close()
         logger.close()
         for signum, handler in previous_handler.items():
             signal.signal(signum, handler)
@@ -369,8 +389,78 @@ def _should_stop(event: threading.Event, step: int, every: int) -> bool:
     return bool(np.any(flags))
 
 
+def _optimizer(o: ml_collections.ConfigDict, total_steps: int) -> tuple[Any, Any]:
+    """(optax optimizer, lr schedule) of an `optimizer` config section."""
+    schedule = optim.lr_schedule(
+        o.lr,
+        o.schedule,
+        warmup_steps=o.warmup_steps,
+        total_steps=total_steps,
+        decay_steps=o.decay_steps,
+        min_lr_ratio=o.min_lr_ratio,
+        ref_steps=o.ref_steps,
+    )
+    optimizer = optim.build_optimizer(
+        o.name, schedule, b1=o.b1, b2=o.b2, eps=o.eps, weight_decay=o.weight_decay,
+        grad_clip=o.grad_clip,
+    )  # fmt: skip
+    return optimizer, schedule
+
+
+def _trained_trees(iface: nnx.Module, params: dict, config) -> tuple[TreeUpdate, ...]:
+    """The objective's declared trained trees, checked against its parameters and the config:
+    every tree an attribute holding parameters, every trained parameter in some tree, every
+    `config.trees` entry a declared tree."""
+    declared = getattr(iface, "trained_trees", None)
+    trees = tuple(declared()) if callable(declared) else ()
+    names = [t.tree for t in trees]
+    kind = type(iface).__name__
+    if not trees:
+        if len(config.trees):
+            raise ConfigError(
+                f"config.trees sets {sorted(config.trees)} but {kind} trains one tree; move "
+                f"those settings to config.optimizer / ema / posthoc_ema."
+            )
+        return ()
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{kind}.trained_trees() names a tree twice: {names}.")
+    missing = [n for n in names if n not in params]
+    untrained = [k for k in params if k not in names]
+    if missing or untrained:
+        why = f"{missing} hold no parameters. " if missing else ""
+        if untrained:
+            why += f"{untrained} are in no tree (add them to a tree or to frozen_trees())."
+        raise ConfigError(
+            f"{kind}.trained_trees() = {names} must partition its trained parameters, whose "
+            f"top-level attributes are {sorted(params)}: {why}"
+        )
+    unknown = [n for n in config.trees if n not in names]
+    if unknown:
+        raise ConfigError(f"config.trees names {unknown}, not trees of {kind} ({names}).")
+    return trees
+
+
+def _snapshot_writers(config, tree_cfgs: dict) -> dict:
+    """Post-hoc EMA snapshot writers: {None: writer} for one tree, {tree: writer under
+    posthoc_ema/<tree>} for each tree that tracks power EMAs; {} when snapshots are off."""
+    if config.posthoc_ema.snapshot_every <= 0:
+        return {}
+    root = fileio.join(config.workdir, "posthoc_ema")
+    kw = {"async_save": config.checkpoint.async_save}
+    if not tree_cfgs:
+        return {None: checkpoint.SnapshotWriter(root, **kw)} if config.posthoc_ema.stds else {}
+    return {
+        n: checkpoint.SnapshotWriter(fileio.join(root, n), **kw)
+        for n, c in tree_cfgs.items()
+        if c.posthoc_ema.stds
+    }
+
+
 def _ema_key(which: str, config: ml_collections.ConfigDict) -> str:
-    names = [ema_lib.ema_name(d) for d in config.ema.decays]
+    decays = list(config.ema.decays)
+    for name in config.trees:
+        decays += list(config_lib.tree_config(config, name).ema.decays)
+    names = [ema_lib.ema_name(d) for d in decays]
     key = ema_lib.ema_name(float(which))
     if key not in names:
         raise ConfigError(f"sample/eval ema = {which!r} is not one of ema.decays {names}.")
@@ -383,7 +473,7 @@ def _summarise(pending, seconds, steps, config, flops, peak) -> dict:
     out: dict[str, Any] = {}
     for key in host[-1]:
         values = np.asarray([m[key] for m in host])
-        if key in ("lr", "skipped", "tripped", "finite"):
+        if key.rsplit("/", 1)[-1] in ("lr", "skipped", "tripped", "finite"):  # "<tree>/lr" too
             out[key] = values[-1].item()
         else:
             finite = values[np.isfinite(values)]

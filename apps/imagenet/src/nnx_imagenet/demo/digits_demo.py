@@ -25,16 +25,36 @@ def _to_unit(images: np.ndarray) -> np.ndarray:
     return images.astype(np.float32)[..., None] / 127.5 - 1.0
 
 
-def read_losses(workdir: str | Path) -> tuple[np.ndarray, np.ndarray, list[int]]:
-    """(steps, losses, resume steps) of metrics.jsonl's "loss" records, without the abandoned
-    part of a resumed run (`nnx_train.metrics.read_metrics`)."""
+def read_losses(workdir: str | Path, key: str = "loss") -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """(steps, losses, resume steps) of metrics.jsonl's records holding `key` ("loss",
+    "generator/loss", ...), without the abandoned part of a resumed run
+    (`nnx_train.metrics.read_metrics`)."""
     from nnx_train.metrics import read_metrics
 
     records = read_metrics(str(Path(workdir) / "metrics.jsonl"))
-    rows = [(r["step"], r["loss"]) for r in records if "loss" in r]
+    rows = [(r["step"], r[key]) for r in records if key in r]
     resumed = [r["step"] for r in records if r.get("event") == "start" and r["segment"] > 0]
     steps, losses = zip(*rows, strict=True) if rows else ((), ())
     return np.asarray(steps), np.asarray(losses, np.float64), resumed
+
+
+def score_digits(
+    config: ml_collections.ConfigDict, samples: np.ndarray, labels: np.ndarray
+) -> tuple[dict, DigitsClassifier, np.ndarray]:
+    """(quality report, the fitted classifier, the real training digits in [−1, 1]) for
+    `samples` `[N, 8, 8, 1]` conditioned on `labels` `[N]`."""
+    split = load_digits_split(held_out=config.data.kwargs.held_out)
+    (xtr, ytr), (xva, yva) = split["train"], split["val"]
+    xtr, xva = _to_unit(xtr), _to_unit(xva)
+    classifier = DigitsClassifier().fit(xtr, ytr)
+    return quality_report(classifier, xtr, (xva, yva), samples, labels), classifier, xtr
+
+
+def save_sample_grid(samples: np.ndarray, labels: np.ndarray, path: Path) -> None:
+    """Up to 10 samples per class, one row per class."""
+    per_class = max(1, min(10, len(samples) // NUM_CLASSES))
+    grid = np.stack([samples[labels == c][:per_class] for c in range(NUM_CLASSES)])
+    save_class_grid(grid, path)
 
 
 def finish_digits_demo(config: ml_collections.ConfigDict, state: dict) -> dict:
@@ -55,17 +75,11 @@ def finish_digits_demo(config: ml_collections.ConfigDict, state: dict) -> dict:
     samples = np.asarray(sample_fn(key, labels, n), np.float32)
     labels = np.asarray(labels)
 
-    split = load_digits_split(held_out=config.data.kwargs.held_out)
-    (xtr, ytr), (xva, yva) = split["train"], split["val"]
-    xtr, xva = _to_unit(xtr), _to_unit(xva)
-    classifier = DigitsClassifier().fit(xtr, ytr)
-    report = quality_report(classifier, xtr, (xva, yva), samples, labels)
+    report, _, _ = score_digits(config, samples, labels)
     report["train_steps"] = int(config.total_steps)
     write_report(report, workdir)
 
-    per_class = max(1, min(10, n // NUM_CLASSES))
-    grid = np.stack([samples[labels == c][:per_class] for c in range(NUM_CLASSES)])
-    save_class_grid(grid, workdir / "samples_per_class.png")
+    save_sample_grid(samples, labels, workdir / "samples_per_class.png")
     steps, losses, resumed = read_losses(workdir)
     if np.isfinite(losses).sum() >= 2:
         save_loss_curve(steps, losses, workdir / "loss_curve.png",
