@@ -208,8 +208,11 @@ def _train(config) -> int:
     print(f"trained to step {out['step']}; checkpoints in {out['checkpoint_dir']}")
     if "report" not in out:
         return 0
+    from nnx_imagenet.demo.report import format_report
+
     workdir = Path(config.workdir).resolve()
-    print((workdir / "quality_report.txt").read_text(), end="")
+    written = workdir / "quality_report.txt"  # the demos' own text (DMD2's adds the teacher)
+    print(written.read_text() if written.exists() else format_report(out["report"]), end="")
     dmd = "teacher" in out["report"]  # the DMD2 demo: one loss curve per model
     curves = "loss_curve_generator.png, loss_curve_critic.png" if dmd else "loss_curve.png"
     print(f"files written to {workdir}: samples_per_class.png, {curves}, quality_report.json, "

@@ -15,6 +15,7 @@ import ml_collections
 from nnx_imagenet import cli_help
 from nnx_imagenet.config_loading import checkpoint_dir
 from nnx_imagenet.errors import ConfigError, DataError, UsageError
+from nnx_train.config import ema_decays
 from nnx_train.errors import ConfigError as TrainConfigError
 
 CONFIG_ERRORS = (ConfigError, TrainConfigError)
@@ -168,17 +169,18 @@ def check_run(command: str, f: Any, config: ml_collections.ConfigDict) -> None:
 def _check_ema(ema: str, config: ml_collections.ConfigDict, where: str) -> None:
     if ema == "":
         return
+    decays = ema_decays(config)  # ema.decays and every trees.<name>.ema.decays
     try:
         decay = float(ema)
     except ValueError:
         raise UsageError(
             f"{where} = {ema!r} is not an EMA decay; use one of ema.decays "
-            f"{tuple(config.ema.decays)} or '' for the raw weights."
+            f"{decays} or '' for the raw weights."
         ) from None
-    if not any(math.isclose(decay, d) for d in config.ema.decays):
+    if not any(math.isclose(decay, d) for d in decays):
         raise UsageError(
             f"{where} = {ema!r} is not one of the run's EMAs (ema.decays = "
-            f"{tuple(config.ema.decays)}); use one of them or --ema='' for the raw weights."
+            f"{decays}); use one of them or --ema='' for the raw weights."
         )
 
 

@@ -164,12 +164,22 @@ def validate_config(
                 errors.append(f"{path}.name: {err}")
     _check_trees(cfg.get("trees"), schema, errors)
     if not errors:
+        _check_sampling_ema(cfg, errors)
         for name in cfg.get("trees") or {}:
             tree_errors: list[str] = []
             _check_values(_to_dict(tree_config(cfg, name)), tree_errors)
             errors += [f"trees.{name}: {e}" for e in tree_errors if e not in errors]
     if errors:
         raise ConfigError("Invalid training config:\n  " + "\n  ".join(errors))
+
+
+def ema_decays(config: ml_collections.ConfigDict | Mapping[str, Any]) -> tuple[float, ...]:
+    """Every EMA decay the run keeps: `ema.decays`, then each `trees.<name>.ema.decays`."""
+    cfg = _to_dict(config)
+    decays = tuple(_get(cfg, "ema.decays") or ())
+    for tree in (cfg.get("trees") or {}).values():
+        decays += tuple(((tree or {}).get("ema") or {}).get("decays") or ())
+    return decays
 
 
 def tree_config(config: ml_collections.ConfigDict | Mapping[str, Any], name: str):
@@ -370,20 +380,6 @@ def _check_values(cfg: dict, errors: list[str]) -> None:
             f"sample.guidance must be a finite scale w ≥ 0 (0 = off, 1 = conditional only, "
             f"> 1 = stronger guidance); got {w}."
         )
-    decays = tuple(_get(cfg, "ema.decays") or ())
-    for path in ("sample.ema", "eval.ema"):
-        which = _get(cfg, path)
-        if not isinstance(which, str) or which == "":
-            continue
-        try:
-            ok = any(math.isclose(float(which), d) for d in decays)
-        except ValueError:
-            ok = False
-        if not ok:
-            errors.append(
-                f"{path} = {which!r} must be '' (raw weights) or one of ema.decays {decays} "
-                f"(as a string, e.g. {str(decays[0]) if decays else '0.999'!r})."
-            )
     steps = _get(cfg, "sample.sampler.num_steps")
     if isinstance(steps, int) and steps < 1:
         errors.append(f"sample.sampler.num_steps must be ≥ 1; got {steps}.")
@@ -419,3 +415,23 @@ def _check_values(cfg: dict, errors: list[str]) -> None:
     for rule in _get(cfg, "sharding.rules") or ():
         if not (isinstance(rule, tuple | list) and len(rule) == 2 and isinstance(rule[0], str)):
             errors.append(f"sharding.rules entries must be (regex, spec) pairs; got {rule!r}.")
+
+
+def _check_sampling_ema(cfg: dict, errors: list[str]) -> None:
+    """`sample.ema` / `eval.ema` name a decay that some tree keeps (`ema.decays` or any
+    `trees.<name>.ema.decays`)."""
+    decays = ema_decays(cfg)
+    for path in ("sample.ema", "eval.ema"):
+        which = _get(cfg, path)
+        if not isinstance(which, str) or which == "":
+            continue
+        try:
+            ok = any(math.isclose(float(which), d) for d in decays)
+        except ValueError:
+            ok = False
+        if not ok:
+            errors.append(
+                f"{path} = {which!r} must be '' (raw weights) or one of ema.decays {decays} "
+                f"(or of a trees.<name>.ema.decays; as a string, e.g. "
+                f"{str(decays[0]) if decays else '0.999'!r})."
+            )
