@@ -217,3 +217,14 @@ def test_incompatible_config_names_the_fields(reference, tmp_path):
     ckpt.close()
     msg = str(info.value)
     assert "model.hidden_size: checkpoint 16 vs current 32" in msg and "ema.decays" in msg
+
+
+def test_relative_workdir_is_taken_from_the_current_directory(tmp_path, monkeypatch):
+    # orbax refuses relative checkpoint paths; the trainer resolves them (checkpoints and the
+    # post-hoc EMA snapshots alike) against the current directory.
+    monkeypatch.chdir(tmp_path)
+    cfg = T.tiny_config("runs/rel", **{"total_steps": 2, "posthoc_ema.snapshot_every": 2})
+    out = trainer.train(cfg, T.make_data, devices=jax.devices()[:1])
+    assert out.step == 2 and out.checkpoint_dir == str(tmp_path / "runs" / "rel" / "checkpoints")
+    assert (tmp_path / "runs" / "rel" / "checkpoints" / "2").is_dir()
+    assert (tmp_path / "runs" / "rel" / "posthoc_ema").is_dir()

@@ -23,3 +23,8 @@ def join(*parts: str) -> str:
     if "://" in parts[0]:
         return "/".join(s.rstrip("/") for s in parts)
     return os.path.join(*parts)
+
+
+def absolute(p: str) -> str:
+    """A local path made absolute (orbax refuses relative checkpoint paths); URLs unchanged."""
+    return p if "://" in p or not p else os.path.abspath(p)

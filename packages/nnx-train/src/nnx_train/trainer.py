@@ -112,8 +112,8 @@ def train(
         d = config.distributed
         sharding.initialize_distributed(d.coordinator_address, d.num_processes, d.process_id)
     is_main = jax.process_index() == 0
-    workdir = config.workdir
-    ckpt_dir = config.checkpoint.dir or fileio.join(workdir, "checkpoints")
+    workdir = fileio.absolute(config.workdir)  # relative paths: from the current directory
+    ckpt_dir = fileio.absolute(config.checkpoint.dir) or fileio.join(workdir, "checkpoints")
 
     # ===== mesh ==================================================================================
     m = config.mesh
@@ -445,7 +445,7 @@ def _snapshot_writers(config, tree_cfgs: dict) -> dict:
     posthoc_ema/<tree>} for each tree that tracks power EMAs; {} when snapshots are off."""
     if config.posthoc_ema.snapshot_every <= 0:
         return {}
-    root = fileio.join(config.workdir, "posthoc_ema")
+    root = fileio.join(fileio.absolute(config.workdir), "posthoc_ema")
     kw = {"async_save": config.checkpoint.async_save}
     if not tree_cfgs:
         return {None: checkpoint.SnapshotWriter(root, **kw)} if config.posthoc_ema.stds else {}
@@ -504,6 +504,6 @@ def _sample_grid(config, interface_fn, step, decode_fn, is_main) -> None:
     if decode_fn is not None:
         x = decode_fn(x)
     if is_main:
-        path = fileio.join(config.workdir, "samples", f"{step:08d}.png")
+        path = fileio.join(fileio.absolute(config.workdir), "samples", f"{step:08d}.png")
         callbacks.save_grid(np.asarray(x), None if labels is None else np.asarray(labels), path)
         log.info("wrote %s", path)
