@@ -24,14 +24,15 @@ import time
 BENCH = pathlib.Path(__file__).resolve().parent
 RESULTS = BENCH / "results"
 README = BENCH / "README.md"
-ORDER = ("train_step", "samplers", "eval", "scaling", "data", "flowmaps_2d")
+ORDER = ("train_step", "samplers", "eval", "scaling", "parallel", "data", "flowmaps_2d")
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 META = ("device", "jax_version", "date", "quick", "host", "cpu_count")
 
 
 def available() -> list[str]:
     """Benchmark names present on disk, in suite order (unknown extras last)."""
-    found = {p.stem for p in BENCH.glob("*.py") if p.stem not in ("run", "__init__")}
+    found = {p.stem for p in BENCH.glob("*.py")
+             if p.stem not in ("run", "__init__") and not p.stem.startswith("_")}  # fmt: skip
     return [n for n in ORDER if n in found] + sorted(found - set(ORDER))
 
 

@@ -15,14 +15,10 @@ device, jax version and date.
 """
 
 import argparse
-import datetime
 import json
-import os
-import pathlib
-import platform
-import subprocess
-import sys
 import tempfile
+
+import _simulated
 
 COUNTS = (1, 2, 4, 8)
 
@@ -76,36 +72,16 @@ def worker(n: int, quick: bool) -> dict:
 
 
 def main(quick: bool = False) -> dict:
-    rows = []
-    for n in COUNTS:
-        env = dict(os.environ, JAX_PLATFORMS="cpu")
-        env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={n}"
-        cmd = [sys.executable, __file__, "--worker", str(n)] + (["--quick"] if quick else [])
-        out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
-        if out.returncode:
-            raise RuntimeError(f"worker with {n} devices failed:\n{out.stderr[-3000:]}")
-        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    rows = [
+        _simulated.run_worker(__file__, n, [str(n)] + (["--quick"] if quick else []))
+        for n in COUNTS
+    ]
     base = rows[0]
     for r in rows:
         r["bytes_ratio"] = r["bytes_per_device"] / base["bytes_per_device"]
         r["ideal_bytes_ratio"] = 1.0 / r["devices"]
         r["step_ratio"] = r["step_s"] / base["step_s"]
-    import jax
-
-    result = {
-        "benchmark": "scaling",
-        "quick": quick,
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "jax": jax.__version__,
-        "device": "simulated CPU devices (xla_force_host_platform_device_count) on "
-        + (platform.processor() or platform.machine()),
-        "cpu_count": os.cpu_count(),
-        "rows": rows,
-    }
-    path = pathlib.Path(__file__).parent / "results" / "scaling.json"
-    path.parent.mkdir(exist_ok=True)
-    path.write_text(json.dumps(result, indent=2) + "\n")
-    return result
+    return _simulated.save("scaling", {"quick": quick, "rows": rows})
 
 
 if __name__ == "__main__":

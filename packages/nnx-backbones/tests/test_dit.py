@@ -65,7 +65,7 @@ def test_preset_shapes_for_every_patch_size(size):
         graphdef, state = nnx.split(model)
         assert state["x_embedder"]["kernel"].shape == (patch, patch, 4, hidden)
         assert state["final_layer"]["linear"]["kernel"].shape == (hidden, patch * patch * 8)
-        assert state["blocks"][0]["attn"]["qkv"]["kernel"].shape == (hidden, 3 * hidden)
+        assert state["blocks"][0]["attn"]["qkv"]["kernel"].shape == (hidden, 3, hidden)
         assert model.blocks[0].attn.num_heads == heads
 
         def fwd(state, x, t, y):

@@ -305,8 +305,9 @@ def rope_complex(x, grid):
 def ref_block(p, pre, x, c, *, heads, grid, qk_norm, wo_shift, rope=True):
     """A LightningDiT block in NumPy; params by nnx path (kernels [in, out])."""
 
-    def L(name, v):
-        return v @ p[f"{pre}{name}.kernel"] + p[f"{pre}{name}.bias"]
+    def L(name, v):  # merged kernels ([D, 3, D] qkv, [D, 2, H] w12) flattened to [in, out]
+        w = p[f"{pre}{name}.kernel"]
+        return v @ w.reshape(w.shape[0], -1) + p[f"{pre}{name}.bias"].reshape(-1)
 
     def norm(name, v):
         return rms(v, p[f"{pre}{name}.rms.scale"])

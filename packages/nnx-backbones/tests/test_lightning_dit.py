@@ -78,7 +78,7 @@ def test_presets_and_swiglu_width():
         )
     )
     assert model.hidden_size == 768 and model.depth == 12 and model.patch_size == 1
-    # SwiGLU hidden = int(2/3 · 4 · 768) = 2048: w12 [768, 4096], w3 [2048, 768].
-    assert model.blocks[0].mlp.w12.kernel.shape == (768, 4096)
+    # SwiGLU hidden = int(2/3 · 4 · 768) = 2048: w12 [768, 2, 2048], w3 [2048, 768].
+    assert model.blocks[0].mlp.w12.kernel.shape == (768, 2, 2048)
     assert model.blocks[0].mlp.w3.kernel.shape == (2048, 768)
     assert model.blocks[0].norm1.rms.scale.shape == (768,)

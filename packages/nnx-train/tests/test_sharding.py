@@ -20,7 +20,7 @@ from nnx_train.errors import ShardingError
 
 def test_build_mesh_sizes_and_errors():
     mesh = sharding.build_mesh(data=-1, fsdp=2)
-    assert dict(mesh.shape) == {"data": 4, "fsdp": 2, "tensor": 1}
+    assert dict(mesh.shape) == {"data": 4, "fsdp": 2, "tensor": 1, "context": 1}
     with pytest.raises(ShardingError, match="needs 6 devices"):
         sharding.build_mesh(data=3, fsdp=2)
     with pytest.raises(ShardingError, match="at most one −1"):

@@ -13,6 +13,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from nnx_backbones.layers.parallel import replicated, split
+
 
 def sinusoidal_embedding(
     t: jax.Array, dim: int, *, max_period: float = 10_000.0, time_scale: float = 1000.0
@@ -57,7 +59,8 @@ class TimestepEmbedder(nnx.Module):
     def __call__(self, t: jax.Array) -> jax.Array:
         """`t: [B]` → `[B, hidden_size]`."""
         emb = sinusoidal_embedding(t, self.frequency_dim, time_scale=self.time_scale)
-        return self.linear_2(nnx.silu(self.linear_1(emb)))
+        # Under tensor parallelism: linear_1 column-, linear_2 row-parallel (layers.parallel).
+        return replicated(self.linear_2(nnx.silu(split(self.linear_1(emb)))))
 
 
 class LabelEmbedder(nnx.Module):

@@ -9,6 +9,12 @@ with multi-head softmax attention softmax(q kᵀ/√d_head) v and FFN either
 fc2(GELU(fc1(x))) or SwiGLU: weights_out(SiLU(x₁) ⊙ x₂), [x₁, x₂] = weights_in(x) (ViT-g).
 Attribute names mirror the HF checkpoint keys (`attention.attention.query`,
 `attention.output.dense`, `mlp.fc1`, ...) so converters map paths one to one.
+
+Tensor parallelism (`nnx_backbones.layers.parallel`): query/key/value and fc1 are
+column-parallel (heads / hidden units over "tensor"), output.dense and fc2 row-parallel, with
+one all-reduce per half-layer. SwiGLU's `weights_in` keeps DINOv2's `[D, 2H]` layout (x₁ then
+x₂), which a contiguous split cannot divide by hidden unit, so it stays replicated over
+"tensor" (its output is split locally, without communication).
 """
 
 import jax
@@ -17,6 +23,7 @@ from flax import nnx
 
 from nnx_backbones.layers.attention import folded_attention
 from nnx_backbones.layers.fusion import fusion_boundary
+from nnx_backbones.layers.parallel import replicated, split
 
 
 def swiglu_hidden_dim(hidden_size: int, mlp_ratio: float) -> int:
@@ -28,8 +35,8 @@ def swiglu_hidden_dim(hidden_size: int, mlp_ratio: float) -> int:
 def multi_head_attention(q: jax.Array, k: jax.Array, v: jax.Array, num_heads: int) -> jax.Array:
     """Softmax attention. q, k, v: `[B, T, D]` → `[B, T, D]`, heads split along D."""
     b, t, d = q.shape
-    q, k, v = (a.reshape(b, -1, num_heads, d // num_heads) for a in (q, k, v))
-    return folded_attention(q, k, v).reshape(b, t, d)
+    q, k, v = (split(a.reshape(b, -1, num_heads, d // num_heads), axis=2) for a in (q, k, v))
+    return split(folded_attention(q, k, v), axis=2).reshape(b, t, d)
 
 
 class _QKV(nnx.Module):
@@ -58,7 +65,7 @@ class Attention(nnx.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         a = self.attention
         h = multi_head_attention(a.query(x), a.key(x), a.value(x), self.num_heads)
-        return self.output.dense(h)
+        return replicated(self.output.dense(h))
 
 
 class LayerScale(nnx.Module):
@@ -79,7 +86,7 @@ class GeluMLP(nnx.Module):
         self.fc2 = nnx.Linear(hidden, dim, dtype=dtype, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        return self.fc2(jax.nn.gelu(self.fc1(x), approximate=False))
+        return replicated(self.fc2(split(jax.nn.gelu(self.fc1(x), approximate=False))))
 
 
 class SwiGLU(nnx.Module):
@@ -91,7 +98,7 @@ class SwiGLU(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x1, x2 = jnp.split(self.weights_in(x), 2, axis=-1)
-        return self.weights_out(jax.nn.silu(x1) * x2)
+        return replicated(self.weights_out(split(jax.nn.silu(x1) * x2)))
 
 
 class ViTLayer(nnx.Module):
@@ -122,7 +129,7 @@ class ViTLayer(nnx.Module):
         self.layer_scale2 = LayerScale(dim, layer_scale) if has_scale else None
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        x = fusion_boundary(x)  # an exact identity: see nnx_backbones.layers.fusion
+        x = fusion_boundary(replicated(x))  # an exact identity: see layers.fusion
         h = self.attention(self.norm1(x))
         x = fusion_boundary(x + (self.layer_scale1(h) if self.layer_scale1 is not None else h))
         h = self.mlp(self.norm2(x))

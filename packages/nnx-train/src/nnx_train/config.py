@@ -80,8 +80,9 @@ def default_config() -> ml_collections.ConfigDict:
 
     c.mesh = ml_collections.ConfigDict()
     c.mesh.data = -1  # -1 = all remaining devices
-    c.mesh.fsdp = 1
-    c.mesh.tensor = 1
+    c.mesh.fsdp = 1  # parameters, gradients and optimizer state split (the batch too)
+    c.mesh.tensor = 1  # Megatron tensor parallelism: heads / hidden units split
+    c.mesh.context = 1  # tokens split; needs model.attn_implementation "ring" or "ulysses"
 
     c.sharding = ml_collections.ConfigDict()
     c.sharding.strategy = "fsdp"  # replicate | fsdp
@@ -301,6 +302,19 @@ def _check_values(cfg: dict, errors: list[str]) -> None:
             errors.append(
                 f"posthoc_ema.stds must lie in (0, 0.28) (σ_rel of a power EMA); got {s}."
             )
+    sizes = {a: _get(cfg, f"mesh.{a}") for a in ("data", "fsdp", "tensor", "context")}
+    for axis, size in sizes.items():
+        if isinstance(size, int) and (size == 0 or size < -1):
+            errors.append(f"mesh.{axis} must be ≥ 1 (or −1 = the remaining devices); got {size}.")
+    if sum(s == -1 for s in sizes.values()) > 1:
+        errors.append(f"at most one mesh size may be −1 (the remaining devices); got {sizes}.")
+    context, attn = sizes["context"], _get(cfg, "model.attn_implementation")
+    has_attn = "attn_implementation" in (_get(cfg, "model") or {})
+    if isinstance(context, int) and context != 1 and has_attn and attn not in ("ring", "ulysses"):
+        errors.append(
+            f"mesh.context = {context} splits the tokens; set model.attn_implementation to "
+            f"'ring' or 'ulysses' (got {attn!r})."
+        )
     for rule in _get(cfg, "sharding.rules") or ():
         if not (isinstance(rule, tuple | list) and len(rule) == 2 and isinstance(rule[0], str)):
             errors.append(f"sharding.rules entries must be (regex, spec) pairs; got {rule!r}.")

@@ -1,10 +1,18 @@
-"""Mesh, parameter shardings (replicate / FSDP / regex rules) and multi-host helpers.
+"""Mesh, parameter shardings (replicate / FSDP / tensor / regex rules) and multi-host helpers.
 
-- `build_mesh(data, fsdp, tensor)`: a `jax.sharding.Mesh` with axes ("data", "fsdp", "tensor").
-- `param_specs(tree, ...)`: a `PartitionSpec` per array. FSDP shards each large array along its
-  largest axis divisible by the fsdp axis size (as in the shortcut-models / big_vision FSDP);
-  arrays with fewer than `min_size` elements are replicated; `rules` ((regex, spec), ...) matched
-  against the "/"-joined parameter path override both (first match wins).
+- `build_mesh(data, fsdp, tensor, context=)`: a `jax.sharding.Mesh` with DESIGN.md's axes
+  ("data", "fsdp", "tensor", "context").
+- `param_specs(tree, ...)`: a `PartitionSpec` per array. Tensor parallelism (Megatron-LM): an
+  array whose path matches `TENSOR_RULES` is split over "tensor" along the axis the rule names
+  (column-parallel layers by output unit or head, row-parallel ones by input unit; the backbone
+  layers pin their activations to match, `nnx_backbones.layers.parallel`). FSDP then shards each
+  large array along its largest remaining axis divisible by the fsdp axis size (as in the
+  shortcut-models / big_vision FSDP); arrays with fewer than `min_size` elements are not
+  FSDP-sharded; `rules` ((regex, spec), ...) matched against the "/"-joined parameter path
+  override all of this (first match wins). The rules apply per parameter tree, whatever the
+  tree (one network, or a generator and a critic).
+- `check_model_parallel(module, mesh)`: head and token counts divisible by the tensor and context
+  axes, and a context-parallel attention chosen, checked before anything is compiled.
 - `follow_specs(tree, param_tree, param_specs)`: optimizer / EMA states take the spec of the
   parameter at the end of their own path (same shape), everything else is replicated.
 - Batches are split over ("data", "fsdp") jointly; `global_batch` assembles process-local batches
@@ -17,12 +25,35 @@ from typing import Any
 
 import jax
 import numpy as np
+from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from nnx_train.errors import ShardingError
 
-AXES = ("data", "fsdp", "tensor")
+AXES = ("data", "fsdp", "tensor", "context")
 BATCH_AXES = ("data", "fsdp")
+CONTEXT_ATTENTION = ("ring", "ulysses")
+
+# (path regex, axis split over "tensor") for the backbones' layers (nnx_backbones.layers, vit).
+# Column-parallel (split the outputs): qkv [D, 3, D] by heads, fc1 / w12 [D, 2, H] by hidden unit,
+# adaLN modulations and the time embedder's first Linear by output feature (their small
+# [B, k·D] outputs are gathered). Row-parallel (split the inputs): proj, fc2, w3, linear_2.
+TENSOR_RULES: tuple[tuple[str, int], ...] = (
+    (r"attn/qkv/kernel$", 2),
+    (r"attn/qkv/bias$", 1),
+    (r"attn/proj/kernel$", 0),
+    (r"mlp/(fc1|w12)/kernel$", -1),
+    (r"mlp/(fc1|w12)/bias$", -1),
+    (r"mlp/(fc2|w3|weights_out)/kernel$", 0),
+    (r"adaLN_modulation/kernel$", 1),
+    (r"adaLN_modulation/bias$", 0),
+    (r"_embedder/linear_1/kernel$", 1),
+    (r"_embedder/linear_1/bias$", 0),
+    (r"_embedder/linear_2/kernel$", 0),
+    (r"attention/attention/(query|key|value)/kernel$", 1),
+    (r"attention/attention/(query|key|value)/bias$", 0),
+    (r"attention/output/dense/kernel$", 0),
+)
 
 
 def initialize_distributed(
@@ -40,14 +71,17 @@ def initialize_distributed(
     jax.distributed.initialize(**kwargs)
 
 
-def build_mesh(data: int = -1, fsdp: int = 1, tensor: int = 1, devices=None) -> Mesh:
-    """A mesh (data, fsdp, tensor) over `devices` (default: all); one size may be −1 (the rest)."""
+def build_mesh(
+    data: int = -1, fsdp: int = 1, tensor: int = 1, devices=None, *, context: int = 1
+) -> Mesh:
+    """A mesh (data, fsdp, tensor, context) over `devices` (default: all); one size may be −1
+    (the rest)."""
     devices = list(jax.devices() if devices is None else devices)
-    sizes = [data, fsdp, tensor]
+    sizes = [data, fsdp, tensor, context]
     if sum(s == -1 for s in sizes) > 1 or any(s == 0 or s < -1 for s in sizes):
         raise ShardingError(
-            f"mesh sizes (data={data}, fsdp={fsdp}, tensor={tensor}) must be positive, with at "
-            f"most one −1 (= the remaining devices)."
+            f"mesh sizes (data={data}, fsdp={fsdp}, tensor={tensor}, context={context}) must be "
+            f"positive, with at most one −1 (= the remaining devices)."
         )
     known = int(np.prod([s for s in sizes if s != -1]))
     if -1 in sizes:
@@ -98,11 +132,16 @@ def param_specs(
     strategy: str = "fsdp",
     min_size: int = 2**12,
     rules: Sequence[tuple[str, Sequence[Any]]] = (),
+    tensor_rules: Sequence[tuple[str, int]] = TENSOR_RULES,
 ) -> Any:
-    """A `PartitionSpec` per leaf of `tree` (arrays or ShapeDtypeStructs)."""
+    """A `PartitionSpec` per leaf of `tree` (arrays or ShapeDtypeStructs): `rules` first, else
+    the "tensor" axis from `tensor_rules` (when the mesh has tensor > 1) and FSDP on the largest
+    other divisible axis (module docstring)."""
     if strategy not in ("replicate", "fsdp"):
         raise ShardingError(f"sharding strategy {strategy!r}; expected 'replicate' or 'fsdp'.")
     compiled = [(re.compile(pattern), tuple(spec)) for pattern, spec in rules]
+    tensor = [(re.compile(pattern), dim) for pattern, dim in tensor_rules]
+    tp = mesh.shape.get("tensor", 1)
 
     def one(path, leaf):
         name, shape = path_str(path), tuple(np.shape(leaf))
@@ -110,11 +149,67 @@ def param_specs(
             if pattern.search(name):
                 _check_rule(name, shape, spec, mesh)
                 return PartitionSpec(*spec)
+        spec: list[Any] = [None] * len(shape)
+        if tp > 1:
+            for pattern, dim in tensor:
+                if pattern.search(name):
+                    spec[dim] = "tensor"
+                    _check_rule(name, shape, tuple(spec), mesh, "tensor parallelism")
+                    break
         if strategy == "fsdp":
-            return PartitionSpec(*fsdp_spec(shape, mesh.shape["fsdp"], min_size))
-        return PartitionSpec()
+            free = [i for i, s in enumerate(spec) if s is None]
+            sub = fsdp_spec([shape[i] for i in free], mesh.shape["fsdp"], min_size)
+            for i, axis in zip(free, sub, strict=False):
+                spec[i] = axis
+        return PartitionSpec(*spec) if any(spec) else PartitionSpec()
 
     return jax.tree_util.tree_map_with_path(one, tree)
+
+
+def check_model_parallel(module: Any, mesh: Mesh) -> None:
+    """Raise `ShardingError` unless every attention layer of `module` (an nnx module, abstract or
+    not) fits the mesh: heads divisible by tensor, tokens by context, a context-parallel
+    attention ("ring" / "ulysses") when context > 1, and for Ulysses the heads per tensor shard
+    divisible by context. Layers are found by their attributes (`num_heads`, `implementation`;
+    a network's token `grid`), so any backbone built from `nnx_backbones.layers` is covered."""
+    tp, cp = mesh.shape.get("tensor", 1), mesh.shape.get("context", 1)
+    errors = []
+    for path, node in nnx.iter_graph(module):
+        where = "/".join(str(p) for p in path) or type(node).__name__
+        heads = getattr(node, "num_heads", None)
+        if isinstance(heads, int) and hasattr(node, "head_dim"):
+            impl = getattr(node, "implementation", None)
+            if heads % tp:
+                errors.append(
+                    f"{where}: {heads} attention heads are not divisible by mesh.tensor = {tp}; "
+                    f"pick a tensor size that divides the head count."
+                )
+            elif cp > 1 and impl not in CONTEXT_ATTENTION:
+                errors.append(
+                    f"{where}: mesh.context = {cp} needs a context-parallel attention; set "
+                    f"model.attn_implementation to one of {CONTEXT_ATTENTION} (got {impl!r})."
+                )
+            elif cp > 1 and impl == "ulysses" and (heads // tp) % cp:
+                errors.append(
+                    f"{where}: Ulysses attention needs the heads per tensor shard "
+                    f"({heads} / {tp} = {heads // tp}) divisible by mesh.context = {cp}; use "
+                    f"attn_implementation='ring' or change num_heads / mesh sizes."
+                )
+        grid = getattr(node, "grid", None)
+        if cp > 1 and isinstance(grid, tuple) and all(isinstance(g, int) for g in grid):
+            tokens = int(np.prod(grid))
+            if tokens % cp:
+                errors.append(
+                    f"{where}: {tokens} tokens (grid {grid}) are not divisible by mesh.context "
+                    f"= {cp}; change the input size, the patch size or mesh.context."
+                )
+    if errors:
+        raise ShardingError(
+            "The model does not fit the mesh "
+            + str(dict(mesh.shape))
+            + ":\n  "
+            + "\n  ".join(dict.fromkeys(errors))
+        )
 
 
 def follow_specs(tree: Any, params: Any, specs: Any) -> Any:
@@ -167,7 +262,7 @@ def global_batch(local: Any, mesh: Mesh) -> Any:
     return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), local)
 
 
-def _check_rule(name: str, shape: tuple, spec: tuple, mesh: Mesh) -> None:
+def _check_rule(name: str, shape: tuple, spec: tuple, mesh: Mesh, what: str = "rule") -> None:
     if len(spec) > len(shape):
         raise ShardingError(f"rule spec {spec} has more entries than {name} has axes {shape}.")
     for dim, axis in enumerate(spec):
@@ -177,6 +272,7 @@ def _check_rule(name: str, shape: tuple, spec: tuple, mesh: Mesh) -> None:
         size = int(np.prod([mesh.shape[a] for a in axes]))
         if shape[dim] % size:
             raise ShardingError(
-                f"rule spec {spec} shards axis {dim} of {name} (shape {shape}) over {axes} of "
-                f"size {size}, which does not divide {shape[dim]}."
+                f"{what}: spec {spec} shards axis {dim} of {name} (shape {shape}) over {axes} "
+                f"of size {size}, which does not divide {shape[dim]}. Change the mesh sizes "
+                f"or the layer widths (or add a sharding.rules entry for this parameter)."
             )

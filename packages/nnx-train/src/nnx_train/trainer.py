@@ -105,12 +105,14 @@ def train(
     ckpt_dir = config.checkpoint.dir or fileio.join(workdir, "checkpoints")
 
     # ===== mesh ==================================================================================
-    mesh = sharding.build_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor, devices)
+    m = config.mesh
+    mesh = sharding.build_mesh(m.data, m.fsdp, m.tensor, devices, context=m.context)
     local_batch = sharding.batch_size_per_process(config.data.global_batch_size, mesh)
     replicated = NamedSharding(mesh, PartitionSpec())
 
     # ===== model + interface (abstract: nothing is allocated yet) ================================
     abstract_iface = nnx.eval_shape(lambda: build_interface(config))
+    sharding.check_model_parallel(abstract_iface, mesh)  # heads / tokens fit tensor / context
     graphdef, abs_params, abs_rng, _ = state_lib.split_module(abstract_iface)
     rng_template = state_lib.key_template(abs_rng)
 
@@ -211,7 +213,8 @@ def train(
         out_shardings=(state_shardings, replicated),
         donate_argnums=0,
     )
-    compiled = jitted.lower(abstract_state, abstract_batch).compile()
+    with jax.set_mesh(mesh):  # the layers pin activations to it (nnx_backbones.layers.parallel)
+        compiled = jitted.lower(abstract_state, abstract_batch).compile()
     flops = metrics_lib.compiled_flops(compiled)
     peak = config.log.peak_flops or metrics_lib.detect_peak_flops()
 

@@ -10,7 +10,9 @@ Checkpoint keys (PyTorch, facebookresearch/DiT `models.py`), D = hidden, p = pat
     blocks.N.adaLN_modulation.1.*      [6D, D]          (shift, scale, gate) × (msa, mlp)
     final_layer.linear.*               [p·p·C_out, D]   features (p_row, p_col, C_out)
     final_layer.adaLN_modulation.1.*   [2D, D]          (shift, scale)
-Linear weights are `[out, in]` (transposed into nnx `[in, out]` kernels). A network built with
+Linear weights are `[out, in]` (transposed into nnx `[in, out]` kernels); the merged qkv is
+stored here as a `[D, 3, D]` kernel and `[3, D]` bias (the same numbers, the q/k/v axis apart, so
+that tensor parallelism can split heads). A network built with
 `use_r=True` also has `r_embedder.mlp.{0,2}.*` (an extension of the layout, same form as t).
 
 The release's `DiT-XL-2-256x256.pt` is `DiT.from_preset("XL/2", input_size=32, in_channels=4,
@@ -29,14 +31,28 @@ from nnx_backbones.weights.assign import (
     LINEAR,
     Buffer,
     StateMapping,
+    Transform,
     assign_state,
     export_state,
 )
 from nnx_backbones.weights.io import read_state_dict, write_state_dict
 
+# nn.Linear(D, 3D) weight [3D, D] / bias [3D] ↔ LinearGeneral(D, (3, D)) kernel [D, 3, D] / [3, D].
+QKV_WEIGHT = Transform(
+    "qkv_weight", lambda a: a.T.reshape(a.shape[1], 3, -1), lambda a: a.reshape(a.shape[0], -1).T
+)
+QKV_BIAS = Transform("qkv_bias", lambda a: a.reshape(3, -1), lambda a: a.reshape(-1))
+
 
 def _linear(ckpt: str, path: str) -> dict:
     return {f"{ckpt}.weight": (f"{path}.kernel", LINEAR), f"{ckpt}.bias": f"{path}.bias"}
+
+
+def _qkv(ckpt: str, path: str) -> dict:
+    return {
+        f"{ckpt}.weight": (f"{path}.kernel", QKV_WEIGHT),
+        f"{ckpt}.bias": (f"{path}.bias", QKV_BIAS),
+    }
 
 
 def dit_mapping(model: PatchTransformer) -> StateMapping:
@@ -63,7 +79,7 @@ def dit_mapping(model: PatchTransformer) -> StateMapping:
         m["y_embedder.embedding_table.weight"] = "y_embedder.embedding_table.embedding"
     for n in range(model.depth):
         b = f"blocks.{n}"
-        m |= _linear(f"{b}.attn.qkv", f"{b}.attn.qkv")
+        m |= _qkv(f"{b}.attn.qkv", f"{b}.attn.qkv")
         m |= _linear(f"{b}.attn.proj", f"{b}.attn.proj")
         m |= _linear(f"{b}.mlp.fc1", f"{b}.mlp.fc1")
         m |= _linear(f"{b}.mlp.fc2", f"{b}.mlp.fc2")

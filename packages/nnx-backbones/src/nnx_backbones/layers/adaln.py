@@ -10,6 +10,11 @@ with modulate(x, shift, scale) = x · (1 + scale) + shift. Without shift (Lightn
 zero-initialised (adaLN-Zero), so every block starts as the identity. The residual stream
 passes a `fusion_boundary` (an exact identity) before each addition, so XLA:CPU computes it
 once per block instead of once per consumer.
+
+Parallelism (`layers.parallel`): the residual stream is pinned to (batch, context, replicated
+features); attention and MLP are Megatron column → row pairs; the modulation Linear is
+column-parallel and its small `[B, k·D]` output is gathered (an all-gather of activations, not of
+weights). `causal_block` passes a frame-causal mask to the attention (the video DiT).
 """
 
 import jax
@@ -20,6 +25,7 @@ from nnx_backbones.layers.attention import Attention
 from nnx_backbones.layers.feedforward import GeluMLP, SwiGLU, swiglu_hidden
 from nnx_backbones.layers.fusion import fusion_boundary
 from nnx_backbones.layers.norms import RMSNorm, layer_norm
+from nnx_backbones.layers.parallel import gathered, replicated
 
 
 def modulate(x: jax.Array, shift: jax.Array | None, scale: jax.Array) -> jax.Array:
@@ -94,19 +100,26 @@ class AdaLNBlock(nnx.Module):
         )
 
     def __call__(
-        self, x: jax.Array, c: jax.Array, rope: tuple[jax.Array, jax.Array] | None = None
+        self,
+        x: jax.Array,
+        c: jax.Array,
+        rope: tuple[jax.Array, jax.Array] | None = None,
+        *,
+        causal_block: int | None = None,
     ) -> jax.Array:
-        """`x: [B, T, D]`, `c: [B, Dc]` or `[B, T, Dc]` (after SiLU) → `[B, T, D]`."""
-        mod = jnp.split(self.adaLN_modulation(c), 4 if self.wo_shift else 6, axis=-1)
+        """`x: [B, T, D]`, `c: [B, Dc]` or `[B, T, Dc]` (after SiLU) → `[B, T, D]`;
+        `causal_block`: tokens per causal block (frame) for the attention, None = full."""
+        mod = gathered(self.adaLN_modulation(c))
+        mod = jnp.split(mod, 4 if self.wo_shift else 6, axis=-1)
         if self.wo_shift:
             (scale1, gate1, scale2, gate2), shift1, shift2 = mod, None, None
         else:
             shift1, scale1, gate1, shift2, scale2, gate2 = mod
         if gate1.ndim == 2:
             gate1, gate2 = gate1[:, None], gate2[:, None]
-        x = fusion_boundary(x)
-        x = x + gate1 * self.attn(modulate(self.norm1(x), shift1, scale1), rope)
-        x = fusion_boundary(x)
+        x = fusion_boundary(replicated(x))
+        h = self.attn(modulate(self.norm1(x), shift1, scale1), rope, causal_block=causal_block)
+        x = fusion_boundary(x + gate1 * h)
         return x + gate2 * self.mlp(modulate(self.norm2(x), shift2, scale2))
 
 
@@ -130,5 +143,5 @@ class FinalLayer(nnx.Module):
 
     def __call__(self, x: jax.Array, c: jax.Array) -> jax.Array:
         """`x: [B, T, D]`, `c: [B, Dc]` or `[B, T, Dc]` (after SiLU) → `[B, T, out_features]`."""
-        shift, scale = jnp.split(self.adaLN_modulation(c), 2, axis=-1)
+        shift, scale = jnp.split(gathered(self.adaLN_modulation(c)), 2, axis=-1)
         return self.linear(modulate(self.norm_final(x), shift, scale))

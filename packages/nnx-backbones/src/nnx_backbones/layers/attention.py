@@ -1,6 +1,6 @@
 """Multi-head self-attention with a merged qkv projection (timm / DiT layout).
 
-softmax(q kᵀ / √d_h) v per head. `implementation`:
+softmax(q kᵀ / √d_h + mask) v per head. `implementation`:
 - None (default): on CPU `"folded"`; elsewhere `jax.nn.dot_product_attention`'s own choice (the
   fused cuDNN flash kernel on GPU where it applies).
 - `"folded"`: heads folded into one batch axis, `[B·N, T, d_h]`, and two batched matmuls with a
@@ -8,31 +8,55 @@ softmax(q kᵀ / √d_h) v per head. `implementation`:
   1.5× faster this way than through `jax.nn.dot_product_attention(implementation="xla")`, whose
   two batch axes (B, N) the CPU matmul kernels handle worse (bench/README.md).
 - `"xla"`, `"cudnn"`: passed to `jax.nn.dot_product_attention`.
-Optional qk-norm (separate norms for q and k, over each head's channels) and 2-D RoPE on q and k.
+- `"ring"`, `"ulysses"`: context parallelism over the mesh's "context" axis (ring attention with
+  an online softmax, or the DeepSpeed-Ulysses all-to-all; `nnx_backbones.layers.parallel`), each
+  running the backend's default kernel locally; on one context shard they are that kernel.
+Optional qk-norm (separate norms for q and k, over each head's channels), 2-D RoPE on q and k
+(applied in the global token order, so it is the same under any token split) and a
+`causal_block` mask (frame-causal: key j is visible from query i iff ⌊j/b⌋ ≤ ⌊i/b⌋).
+
+Under tensor parallelism the qkv kernel `[D, 3, D]` is split over "tensor" along its last axis
+(whole heads per device: column-parallel) and `proj` along its input axis (row-parallel), and the
+activations are pinned so that XLA emits one all-reduce after `proj` (`layers.parallel`).
 """
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from nnx_backbones.layers import parallel
 from nnx_backbones.layers.norms import make_norm
 from nnx_backbones.layers.position import apply_rope
 
-IMPLEMENTATIONS = (None, "folded", "xla", "cudnn")
+IMPLEMENTATIONS = (None, "folded", "xla", "cudnn", "ring", "ulysses")
 
 
-def folded_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
+def folded_attention(
+    q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None = None
+) -> jax.Array:
     """softmax(q kᵀ / √d_h) v with heads folded into the batch. q: `[B, T, N, d_h]`, k, v:
-    `[B, S, N, d_h]` → `[B, T, N, d_h]`; the softmax is computed in float32."""
+    `[B, S, N, d_h]`, mask: optional boolean `[T, S]` (True = visible) → `[B, T, N, d_h]`; the
+    softmax is computed in float32.
+
+    Under a mesh that splits the heads (tensor parallelism) the fold would mix the batch and
+    head splits, so there the same products run with B and N as two batch axes instead."""
     b, t, n, dh = q.shape
+    scale = jnp.asarray(dh**-0.5, q.dtype)
+    if parallel.is_split(q.shape, (None, None, parallel.TENSOR, None)):
+        logits = jnp.einsum("btnd,bsnd->bnts", q * scale, k).astype(jnp.float32)
+        weights = _softmax(_masked(logits, mask)).astype(v.dtype)
+        return jnp.einsum("bnts,bsnd->btnd", weights, v)
 
     def fold(a: jax.Array) -> jax.Array:  # [B, T, N, d_h] → [B·N, T, d_h]
         return a.transpose(0, 2, 1, 3).reshape(b * n, a.shape[1], dh)
 
-    scale = jnp.asarray(dh**-0.5, q.dtype)
-    logits = jnp.matmul(fold(q) * scale, fold(k).transpose(0, 2, 1))
-    weights = _softmax(logits.astype(jnp.float32)).astype(v.dtype)
+    logits = jnp.matmul(fold(q) * scale, fold(k).transpose(0, 2, 1)).astype(jnp.float32)
+    weights = _softmax(_masked(logits, mask)).astype(v.dtype)
     return jnp.matmul(weights, fold(v)).reshape(b, n, t, dh).transpose(0, 2, 1, 3)
+
+
+def _masked(logits: jax.Array, mask: jax.Array | None) -> jax.Array:
+    return logits if mask is None else jnp.where(mask, logits, parallel.NEG)
 
 
 def _softmax(logits: jax.Array) -> jax.Array:
@@ -44,21 +68,40 @@ def _softmax(logits: jax.Array) -> jax.Array:
     return e / e.sum(axis=-1, keepdims=True)
 
 
+def _local(implementation: str | None):
+    """The single-device kernel `(q, k, v, mask) → out` of an implementation name."""
+    if implementation == "folded" or (implementation is None and jax.default_backend() == "cpu"):
+        return folded_attention
+
+    def dot_product(q, k, v, mask):
+        return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=implementation)
+
+    return dot_product
+
+
 def multi_head_attention(
-    q: jax.Array, k: jax.Array, v: jax.Array, implementation: str | None = None
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    implementation: str | None = None,
+    *,
+    causal_block: int | None = None,
 ) -> jax.Array:
-    """Softmax attention over `[B, T, N, d_h]` q, k, v by `implementation` (module docstring)."""
+    """Softmax attention over `[B, T, N, d_h]` q, k, v by `implementation` (module docstring);
+    `causal_block`: tokens per causal block (frame), None = full attention."""
     if implementation not in IMPLEMENTATIONS:
         raise ValueError(
             f"attention implementation must be one of {IMPLEMENTATIONS}; got {implementation!r}."
         )
-    if implementation == "folded" or (implementation is None and jax.default_backend() == "cpu"):
-        return folded_attention(q, k, v)
-    return jax.nn.dot_product_attention(q, k, v, implementation=implementation)
+    if implementation in parallel.CONTEXT_PARALLEL:
+        fn = parallel.CONTEXT_PARALLEL[implementation]
+        return fn(q, k, v, _local(None), causal_block)
+    mask = parallel.block_causal_mask(jnp.arange(q.shape[1]), jnp.arange(k.shape[1]), causal_block)
+    return _local(implementation)(q, k, v, mask)
 
 
 class Attention(nnx.Module):
-    """`x: [B, T, D]` → `[B, T, D]`; qkv output features ordered (3, heads, head_dim)."""
+    """`x: [B, T, D]` → `[B, T, D]`; qkv kernel `[D, 3, D]`, features ordered (heads, head_dim)."""
 
     def __init__(
         self,
@@ -86,19 +129,30 @@ class Attention(nnx.Module):
             kernel_init=nnx.initializers.xavier_uniform(),
             rngs=rngs,
         )
-        self.qkv = nnx.Linear(dim, 3 * dim, **kw)
+        # Same initial values as a Linear(dim, 3·dim) reshaped: the (q, k, v) axis is kept apart
+        # so that a tensor split of the last axis gives each device whole heads of q, k and v.
+        self.qkv = nnx.LinearGeneral(dim, (3, dim), **kw)
         self.proj = nnx.Linear(dim, dim, **kw)
         self.q_norm = make_norm(qk_norm, self.head_dim, param_dtype=param_dtype)
         self.k_norm = make_norm(qk_norm, self.head_dim, param_dtype=param_dtype)
 
-    def __call__(self, x: jax.Array, rope: tuple[jax.Array, jax.Array] | None = None) -> jax.Array:
-        """`x: [B, T, D]`, `rope`: optional (cos, sin) `[T, head_dim]` tables → `[B, T, D]`."""
+    def __call__(
+        self,
+        x: jax.Array,
+        rope: tuple[jax.Array, jax.Array] | None = None,
+        *,
+        causal_block: int | None = None,
+    ) -> jax.Array:
+        """`x: [B, T, D]`, `rope`: optional (cos, sin) `[T, head_dim]` tables, `causal_block`:
+        optional tokens per causal block → `[B, T, D]`."""
         b, t, d = x.shape
         qkv = self.qkv(x).reshape(b, t, 3, self.num_heads, self.head_dim)
+        qkv = parallel.split(qkv, axis=3)  # column-parallel: heads over tensor
         q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # each [B, T, N, Dh]
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
-        out = multi_head_attention(q, k, v, self.implementation)
-        return self.proj(out.reshape(b, t, d))
+        out = multi_head_attention(q, k, v, self.implementation, causal_block=causal_block)
+        out = parallel.split(out, axis=2).reshape(b, t, d)
+        return parallel.replicated(self.proj(out))  # row-parallel: the all-reduce

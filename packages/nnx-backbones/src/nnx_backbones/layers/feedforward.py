@@ -1,18 +1,22 @@
-"""Feed-forward layers: DiT's GELU(tanh) MLP and LightningDiT's SwiGLU."""
+"""Feed-forward layers: DiT's GELU(tanh) MLP and LightningDiT's SwiGLU.
+
+Under tensor parallelism the first matmul is column-parallel (hidden units split over "tensor")
+and the second row-parallel; the activations are pinned so that XLA emits one all-reduce after
+it (`nnx_backbones.layers.parallel`).
+"""
 
 import jax
 from flax import nnx
 
+from nnx_backbones.layers.parallel import replicated, split
 
-def _linear(d_in: int, d_out: int, dtype, param_dtype, rngs: nnx.Rngs) -> nnx.Linear:
-    return nnx.Linear(
-        d_in,
-        d_out,
-        dtype=dtype,
-        param_dtype=param_dtype,
-        kernel_init=nnx.initializers.xavier_uniform(),
-        rngs=rngs,
-    )
+
+def _linear(d_in: int, d_out, dtype, param_dtype, rngs: nnx.Rngs) -> nnx.Module:
+    kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    init = nnx.initializers.xavier_uniform()
+    if isinstance(d_out, tuple):  # same initial values as Linear(d_in, prod(d_out)) reshaped
+        return nnx.LinearGeneral(d_in, d_out, kernel_init=init, **kw)
+    return nnx.Linear(d_in, d_out, kernel_init=init, **kw)
 
 
 class GeluMLP(nnx.Module):
@@ -23,24 +27,26 @@ class GeluMLP(nnx.Module):
         self.fc2 = _linear(hidden, dim, dtype, param_dtype, rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        return self.fc2(jax.nn.gelu(self.fc1(x), approximate=True))
+        return replicated(self.fc2(jax.nn.gelu(split(self.fc1(x)), approximate=True)))
 
 
 class SwiGLU(nnx.Module):
     """w3(SiLU(x W₁) ⊙ x W₂) with W₁, W₂ merged in `w12` (xformers / LightningDiT layout).
 
-    The hidden width is `int(2/3 · mlp_ratio · dim)` so the parameter count matches a GELU MLP.
+    `w12`'s kernel is `[D, 2, H]` (W₁, W₂ on the middle axis), so a tensor split of the hidden
+    units keeps each unit's W₁ and W₂ columns together. The hidden width is
+    `int(2/3 · mlp_ratio · dim)` so the parameter count matches a GELU MLP.
     """
 
     def __init__(self, dim: int, hidden: int, *, dtype, param_dtype, rngs: nnx.Rngs):
         self.hidden = hidden
-        self.w12 = _linear(dim, 2 * hidden, dtype, param_dtype, rngs)
+        self.w12 = _linear(dim, (2, hidden), dtype, param_dtype, rngs)
         self.w3 = _linear(hidden, dim, dtype, param_dtype, rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        x12 = self.w12(x)
-        x1, x2 = x12[..., : self.hidden], x12[..., self.hidden :]
-        return self.w3(nnx.silu(x1) * x2)
+        x12 = split(self.w12(x))
+        x1, x2 = x12[..., 0, :], x12[..., 1, :]
+        return replicated(self.w3(nnx.silu(x1) * x2))
 
 
 def swiglu_hidden(dim: int, mlp_ratio: float) -> int:
