@@ -85,3 +85,21 @@ def test_guidance_errors_say_what_to_pass():
     other = FunctionModel(TimeDomain(80.0, 0.0, "sigma"), velocity=velocity)
     with pytest.raises(SamplerConfigError, match="time domain"):
         Euler(2).sample(0, MODEL, X0, y=Y, guidance=Autoguidance(other, 2.0))
+
+
+@pytest.mark.parametrize("batching", ["concat", "split"])
+def test_cfg_batching_concat_and_split_give_the_same_samples(batching):
+    """`batching="split"` runs the two branches as two batch-B calls, `"concat"` as one 2B call;
+    the samples agree (the network is per-sample) and the guided step is the closed form."""
+    w = 2.75  # a scale no other test uses: the first call traces (records the batch sizes)
+    SEEN_BATCHES.clear()
+    got = _run(1, guidance=ClassifierFreeGuidance(w, null_label=3, batching=batching))
+    assert set(SEEN_BATCHES) == ({8} if batching == "concat" else {4})
+    c, u = -X0 + SHIFT[Y], -X0 + SHIFT[NULL]
+    np.testing.assert_allclose(got, X0 - (u + w * (c - u)), rtol=1e-6)
+    four = _run(4, guidance=ClassifierFreeGuidance(w, null_label=3, batching=batching))
+    np.testing.assert_allclose(
+        four, _run(4, guidance=ClassifierFreeGuidance(w, null_label=3)), rtol=1e-6, atol=1e-6
+    )
+    with pytest.raises(SamplerConfigError, match="batching"):
+        ClassifierFreeGuidance(w, batching="twice")

@@ -21,7 +21,13 @@ import numpy as np
 from flax import nnx
 
 from nnx_samplers.errors import SamplerConfigError
-from nnx_samplers.guidance import Autoguidance, ClassifierFreeGuidance, Evaluator, GuidanceSpec
+from nnx_samplers.guidance import (
+    Autoguidance,
+    ClassifierFreeGuidance,
+    Evaluator,
+    GuidanceSpec,
+    cfg_batching,
+)
 from nnx_samplers.model import ModelInfo, merge_model, model_info, split_model
 from nnx_samplers.schedules import Schedule, as_schedule
 
@@ -223,7 +229,9 @@ def _guidance_parts(guidance, model, info: ModelInfo, labels_given: bool):
                     "Classifier-free guidance needs the null label: pass "
                     "ClassifierFreeGuidance(scale, null_label=num_classes)."
                 )
-        return GuidanceSpec("cfg", float(guidance.scale), guidance.interval, int(null)), None, None
+        batching = cfg_batching(guidance.batching)
+        spec = GuidanceSpec("cfg", float(guidance.scale), guidance.interval, int(null), batching)
+        return spec, None, None
     if isinstance(guidance, Autoguidance):
         g_info = model_info(guidance.guide)
         if g_info.time_domain != info.time_domain:

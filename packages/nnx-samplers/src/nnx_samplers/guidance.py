@@ -8,7 +8,9 @@ Classifier-free guidance (Ho & Salimans 2022), limited to t ∈ [t_lo, t_hi] (Ky
 
 where D is whatever the sampler asks for (pred / denoise / score: for an affine path each is affine
 in the network output, so guiding any of them is the same). The conditional and the null-label
-(∅ = `null_label`, by convention `num_classes`) branches run as ONE network call on a 2B batch.
+(∅ = `null_label`, by convention `num_classes`) branches run as ONE network call on a 2B batch
+(`batching="concat"`) or as two batch-B calls (`"split"`); same numbers either way (the network
+is per-sample), only the speed differs: `None` picks the backend's faster one (bench/README.md).
 
 Autoguidance (Karras et al. 2024) replaces the unconditional branch by a weaker `guide` model:
 D_w = D_guide + w·(D − D_guide): two network calls per evaluation.
@@ -22,6 +24,14 @@ import jax.numpy as jnp
 
 from nnx_samplers.errors import SamplerConfigError
 from nnx_samplers.model import Model, bcast_right
+
+CFG_BATCHING = (None, "concat", "split")
+
+
+def cfg_batching(batching: str | None) -> str:
+    """The CFG batching to run: `batching`, or for None the backend default — "concat" (one 2B
+    call) everywhere; see bench/README.md for the CPU measurements behind the choice."""
+    return batching or "concat"
 
 
 def _check(scale: float, interval):
@@ -43,9 +53,14 @@ class ClassifierFreeGuidance:
     scale: float
     interval: tuple[float, float] | None = None
     null_label: int | None = None
+    batching: str | None = None
 
     def __post_init__(self):
         _check(self.scale, self.interval)
+        if self.batching not in CFG_BATCHING:
+            raise SamplerConfigError(
+                f"guidance batching must be one of {CFG_BATCHING}; got {self.batching!r}."
+            )
         if self.interval is not None:
             object.__setattr__(self, "interval", tuple(float(v) for v in self.interval))
 
@@ -71,6 +86,7 @@ class GuidanceSpec:
     scale: float
     interval: tuple[float, float] | None
     null_label: int | None = None
+    batching: str = "concat"
 
 
 def _in_interval(t: jax.Array, interval) -> jax.Array:
@@ -94,7 +110,11 @@ class Evaluator:
         g = self.guidance
         if g is None:
             return getattr(self.model, method)(x, t, *rest, y=self.y)
-        if g.kind == "cfg":
+        if g.kind == "cfg" and g.batching == "split":
+            y_null = jnp.full_like(self.y, g.null_label)
+            cond = getattr(self.model, method)(x, t, *rest, y=self.y)
+            uncond = getattr(self.model, method)(x, t, *rest, y=y_null)
+        elif g.kind == "cfg":
             b = x.shape[0]
             y_null = jnp.full_like(self.y, g.null_label)
             cat = lambda a, c: jnp.concatenate([a, c], axis=0)  # noqa: E731
