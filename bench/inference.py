@@ -14,8 +14,10 @@ old / new (> 1: new is faster), next to the median times.
    difference of the pool3 features.
 2. DiT-S/2 on 32×32×4 latents (random weights, final layer re-initialised so the output is
    not identically zero): one `pred` call at batch 8 and 16, with and without the residual
-   stream's `fusion_boundary`, and folded vs XLA attention; and Euler with CFG (scale 4) per
-   network evaluation, `batching="concat"` (one 2B call) vs `"split"` (two B calls).
+   stream's `fusion_boundary`, and folded vs XLA attention; and Euler per network evaluation:
+   with CFG (scale 4, batch 8) "before" (`eval_batch=0`: one call on the 2B batch) vs the
+   default (`eval_batch=None`: sub-batches of 8 on CPU) vs `batching="split"` (two B calls), and
+   without CFG at batch 16, before vs default.
 3. Roofline: the model FLOPs of each program (XLA cost analysis) over its median time, against a
    plain 2048³ float32 matmul timed in the same rounds.
 
@@ -160,17 +162,22 @@ def dit(rounds: int, steps: int) -> dict:
     x0 = jax.random.normal(jax.random.key(1), (8, 32, 32, 4))
     y = jnp.arange(8) % 1000
     key = jax.random.key(2)
-    bound = {
-        m: Euler(steps).bind(sit, guidance=ClassifierFreeGuidance(4.0, batching=m))
-        for m in ("concat", "split")
+    x16, y16 = jax.random.normal(jax.random.key(4), (16, 32, 32, 4)), jnp.arange(16) % 1000
+    cfg = {m: ClassifierFreeGuidance(4.0, batching=m) for m in ("concat", "split")}
+    bound = {  # "before": one call on the whole (2B) batch, as before eval_batch existed
+        "before": (Euler(steps, eval_batch=0).bind(sit, guidance=cfg["concat"]), x0, y),
+        "concat": (Euler(steps).bind(sit, guidance=cfg["concat"]), x0, y),
+        "split": (Euler(steps).bind(sit, guidance=cfg["split"]), x0, y),
+        "nocfg_b16_before": (Euler(steps, eval_batch=0).bind(sit), x16, y16),
+        "nocfg_b16": (Euler(steps).bind(sit), x16, y16),
     }
-    samples = {m: bound[m](key, x0, y=y).x for m in bound}
-    for m in bound:
-        fns[f"euler_cfg_{m}"] = lambda m=m: bound[m](key, x0, y=y).x
+    samples = {m: b(key, x, y=yy).x for m, (b, x, yy) in bound.items()}
+    for m, (b, x, yy) in bound.items():
+        fns[f"euler_{m}"] = lambda b=b, x=x, yy=yy: b(key, x, y=yy).x
     fns["mm"], mm_flops = _matmul()
     times = _rounds(fns, rounds)
     mm_rate = mm_flops / np.median(times["mm"])
-    per_nfe = {m: _med([t / steps for t in times[f"euler_cfg_{m}"]]) for m in bound}
+    per_nfe = {m: _med([t / steps for t in times[f"euler_{m}"]]) for m in bound}
     return {
         "network": "DiT-S/2 (hidden 384, depth 12, heads 6), 32x32x4 latents, float32",
         "rounds": rounds,
@@ -181,10 +188,17 @@ def dit(rounds: int, steps: int) -> dict:
             "no_boundary_b16": _ratio(times, "pred_b16", "pred_b16_no_boundary"),
             "xla_attention_b8": _ratio(times, "pred_b8", "pred_b8_xla_attention"),
             "xla_attention_b16": _ratio(times, "pred_b16", "pred_b16_xla_attention"),
-            "cfg_split_vs_concat": _ratio(times, "euler_cfg_concat", "euler_cfg_split"),
+            "euler_cfg_default_vs_before": _ratio(times, "euler_before", "euler_concat"),
+            "euler_cfg_split_vs_before": _ratio(times, "euler_before", "euler_split"),
+            "euler_b16_default_vs_before": _ratio(
+                times, "euler_nocfg_b16_before", "euler_nocfg_b16"
+            ),
         },
-        "euler_cfg_per_nfe_s": per_nfe,
-        "cfg_concat_nfe_over_pred_b16": round(per_nfe["concat"] / _med(times["pred_b16"]), 3),
+        "euler_per_nfe_s": per_nfe,
+        "cfg_before_nfe_over_pred_b16": round(per_nfe["before"] / _med(times["pred_b16"]), 3),
+        "cfg_default_nfe_over_2x_pred_b8": round(
+            per_nfe["concat"] / (2 * _med(times["pred_b8"])), 3
+        ),
         "matmul_gflops": round(mm_rate / 1e9, 1),
         "roofline_share": {
             k: round(flops[k] / np.median(times[k]) / mm_rate, 3)
@@ -192,9 +206,11 @@ def dit(rounds: int, steps: int) -> dict:
             if k.startswith("pred") and flops.get(k)
         },
         "max_abs_diff": {k: v for k, v in flops.items() if k.startswith("max_abs")},
-        "cfg_split_equals_concat_max_abs": float(
-            jnp.abs(samples["split"] - samples["concat"]).max()
-        ),
+        "samples_max_abs_diff_vs_before": {
+            "cfg_default": float(jnp.abs(samples["concat"] - samples["before"]).max()),
+            "cfg_split": float(jnp.abs(samples["split"] - samples["before"]).max()),
+            "b16": float(jnp.abs(samples["nocfg_b16"] - samples["nocfg_b16_before"]).max()),
+        },
     }
 
 

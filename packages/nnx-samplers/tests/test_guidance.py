@@ -14,6 +14,7 @@ from nnx_samplers import (
     FunctionModel,
     SamplerConfigError,
 )
+from nnx_samplers.guidance import chunked_call, default_eval_batch
 
 SIT = TimeDomain(1.0, 0.0)
 NUM_CLASSES = 3
@@ -103,3 +104,32 @@ def test_cfg_batching_concat_and_split_give_the_same_samples(batching):
     )
     with pytest.raises(SamplerConfigError, match="batching"):
         ClassifierFreeGuidance(w, batching="twice")
+
+
+def test_chunked_call_equals_one_call_with_a_remainder_and_unbatched_arguments():
+    seen = []
+
+    def fn(x, t, scale, *, y=None):
+        seen.append(x.shape[0])
+        return {"out": x * t[:, None] * scale + SHIFT[y]}
+
+    x = jax.random.normal(jax.random.key(1), (11, 2))
+    t = jnp.linspace(0.1, 1.0, 11)
+    y = jnp.arange(11) % 4
+    scale = jnp.asarray(2.0)  # 0-d: passed whole, not split
+    want = fn(x, t, scale, y=y)["out"]
+    seen.clear()
+    got = jax.jit(lambda x, t, y: chunked_call(fn, 11, 4, x, t, scale, y=y))(x, t, y)["out"]
+    assert seen == [4, 3]  # two chunks of 4 under lax.map, then the remainder of 3
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+@pytest.mark.parametrize("eval_batch", [0, 2, 3])
+def test_sampler_eval_batch_does_not_change_samples(eval_batch):
+    guidance = ClassifierFreeGuidance(1.5, null_label=3)
+    want = Euler(3, eval_batch=0).sample(0, MODEL, X0, y=Y, guidance=guidance).x
+    got = Euler(3, eval_batch=eval_batch).sample(0, MODEL, X0, y=Y, guidance=guidance).x
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+    assert default_eval_batch() == (8 if jax.default_backend() == "cpu" else 0)
+    with pytest.raises(SamplerConfigError, match="eval_batch"):
+        Euler(3, eval_batch=-1)

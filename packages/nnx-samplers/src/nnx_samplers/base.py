@@ -81,6 +81,9 @@ class Sampler(abc.ABC):
 
     num_steps: int = 32
     schedule: Any = "uniform"
+    # Network sub-batch inside the jitted loop (`Evaluator`): None = the backend's default
+    # (`default_eval_batch`), 0 = the whole batch in one call, k > 0 = chunks of k (lax.map).
+    eval_batch: int | None = dataclasses.field(default=None, kw_only=True)
     # Integrates the probability-flow ODE/SDE (pred = dx/dt, score, denoise = E[x | x_t]); a
     # model with has_velocity = False (a consistency model) is refused.
     needs_velocity: ClassVar[bool] = True
@@ -89,6 +92,13 @@ class Sampler(abc.ABC):
         if not isinstance(self.num_steps, (int, np.integer)) or self.num_steps < 1:
             raise SamplerConfigError(f"num_steps must be a positive int; got {self.num_steps!r}.")
         object.__setattr__(self, "schedule", as_schedule(self.schedule))
+        if self.eval_batch is not None and (
+            not isinstance(self.eval_batch, (int, np.integer)) or self.eval_batch < 0
+        ):
+            raise SamplerConfigError(
+                f"eval_batch must be None (backend default), 0 (whole batch) or a positive "
+                f"int; got {self.eval_batch!r}."
+            )
 
     # --- what subclasses implement ------------------------------------------------------------
     @abc.abstractmethod
@@ -255,7 +265,7 @@ def _compiled(sampler, static, info, guidance, guide_static, grid, trajectory):
     def program(state, g_state, key, x_init, y):
         model = merge_model(static, state)
         guide = None if guide_static is None else merge_model(guide_static, g_state)
-        f = Evaluator(model, y, guidance, guide)
+        f = Evaluator(model, y, guidance, guide, eval_batch=sampler.eval_batch)
         return sampler.integrate(f, key, x_init, np.asarray(grid), info, trajectory)
 
     return jax.jit(program)
