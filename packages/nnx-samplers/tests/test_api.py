@@ -157,6 +157,7 @@ def test_cfg_split_batching_equals_concat_on_a_dit():
     net = DiT(input_size=8, patch_size=2, in_channels=4, hidden_size=64, depth=2, num_heads=4,
               num_classes=10, rngs=nnx.Rngs(0))  # fmt: skip
     graphdef, state = nnx.split(net)
+
     def fill(v):  # the zero-initialised (adaLN-Zero, final) layers get random values
         if not jnp.issubdtype(v.dtype, jnp.floating) or bool(jnp.any(v)):
             return v

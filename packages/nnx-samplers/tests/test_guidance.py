@@ -14,7 +14,7 @@ from nnx_samplers import (
     FunctionModel,
     SamplerConfigError,
 )
-from nnx_samplers.guidance import chunked_call, default_eval_batch
+from nnx_samplers.guidance import cfg_batching, chunked_call, default_eval_batch
 
 SIT = TimeDomain(1.0, 0.0)
 NUM_CLASSES = 3
@@ -41,8 +41,9 @@ def test_scale_one_is_conditional_and_scale_zero_is_unconditional():
     cond, uncond = _run(4), Euler(4).sample(0, MODEL, X0, y=NULL).x
     SEEN_BATCHES.clear()
     np.testing.assert_allclose(
-        _run(4, guidance=ClassifierFreeGuidance(1.0, null_label=3)), cond, rtol=1e-6, atol=1e-6
-    )
+        _run(4, guidance=ClassifierFreeGuidance(1.0, null_label=3, batching="concat")),
+        cond, rtol=1e-6, atol=1e-6,
+    )  # fmt: skip
     assert SEEN_BATCHES and set(SEEN_BATCHES) == {8}  # cond + null branch: ONE call on 2B
     np.testing.assert_allclose(
         _run(4, guidance=ClassifierFreeGuidance(0.0, null_label=3)), uncond, rtol=1e-6, atol=1e-6
@@ -130,6 +131,9 @@ def test_sampler_eval_batch_does_not_change_samples(eval_batch):
     want = Euler(3, eval_batch=0).sample(0, MODEL, X0, y=Y, guidance=guidance).x
     got = Euler(3, eval_batch=eval_batch).sample(0, MODEL, X0, y=Y, guidance=guidance).x
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
-    assert default_eval_batch() == (8 if jax.default_backend() == "cpu" else 0)
+    cpu = jax.default_backend() == "cpu"
+    assert default_eval_batch() == (8 if cpu else 0)
+    assert cfg_batching(None) == ("split" if cpu else "concat")
+    assert cfg_batching("concat") == "concat"
     with pytest.raises(SamplerConfigError, match="eval_batch"):
         Euler(3, eval_batch=-1)
