@@ -13,7 +13,7 @@ from nnx_backbones.errors import WeightsError, WeightsNotFoundError
 from nnx_backbones.weights.io import write_state_dict
 from nnx_backbones.weights.registry import WeightsSpec, get_spec, sha256_file
 from nnx_eval.accumulate import inception_accumulator
-from nnx_eval.conv import conv2d
+from nnx_eval.conv import ROW_PATCH_MIN_SIZE, conv2d
 from nnx_eval.errors import InputError
 from nnx_eval.features import inception_feature_fn
 from nnx_eval.inception_blocks import FoldedConv2d, Fused1x1, avg_pool_3x3_same, max_pool_3x3
@@ -257,10 +257,12 @@ def test_matches_pytorch_fid_golden_fixture_on_non_299_inputs(model, fid_state_d
     ("window", "stride", "pad"),
     [((1, 1), 1, 0), ((3, 3), 2, 0), ((3, 3), 2, 1), ((1, 7), 1, 3), ((3, 3), 1, 1)],
 )
-def test_conv2d_lowerings_equal_the_xla_convolution(window, stride, pad):
-    """Each CPU lowering of `conv2d` (1×1 → dot, strided → patches @ W, else conv) is the conv."""
+@pytest.mark.parametrize("size", [9, ROW_PATCH_MIN_SIZE], ids=["small", "row-patch-size"])
+def test_conv2d_lowerings_equal_the_xla_convolution(window, stride, pad, size):
+    """Each CPU lowering of `conv2d` (1×1 → dot, strided → patches @ W, stride-1 k×k on a large
+    grid with few channels → row patches, else conv) is the convolution."""
     rng = np.random.default_rng(0)
-    x = jnp.asarray(rng.standard_normal((2, 9, 11, 5)), jnp.float32)
+    x = jnp.asarray(rng.standard_normal((1, size, size + 2, 5)), jnp.float32)
     k = jnp.asarray(rng.standard_normal((*window, 5, 4)), jnp.float32)
     padding = ((pad if window[0] > 1 else 0,) * 2, (pad if window[1] > 1 else 0,) * 2)
     want = jax.lax.conv_general_dilated(
