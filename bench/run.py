@@ -24,7 +24,16 @@ import time
 BENCH = pathlib.Path(__file__).resolve().parent
 RESULTS = BENCH / "results"
 README = BENCH / "README.md"
-ORDER = ("train_step", "samplers", "eval", "scaling", "parallel", "data", "flowmaps_2d")
+ORDER = (
+    "train_step",
+    "samplers",
+    "inference",
+    "eval",
+    "scaling",
+    "parallel",
+    "data",
+    "flowmaps_2d",
+)
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 META = ("device", "jax_version", "date", "quick", "host", "cpu_count")
 

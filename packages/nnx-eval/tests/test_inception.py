@@ -13,9 +13,11 @@ from nnx_backbones.errors import WeightsError, WeightsNotFoundError
 from nnx_backbones.weights.io import write_state_dict
 from nnx_backbones.weights.registry import WeightsSpec, get_spec, sha256_file
 from nnx_eval.accumulate import inception_accumulator
+from nnx_eval.conv import ROW_PATCH_MIN_SIZE, conv2d
 from nnx_eval.errors import InputError
 from nnx_eval.features import inception_feature_fn
-from nnx_eval.inception_blocks import avg_pool_3x3_same, max_pool_3x3
+from nnx_eval.inception_blocks import FoldedConv2d, Fused1x1, avg_pool_3x3_same, max_pool_3x3
+from nnx_eval.inception_fold import fold_inception, is_folded
 from nnx_eval.inception_score import inception_score
 from nnx_eval.inception_weights import (
     INCEPTION_SPEC,
@@ -228,8 +230,11 @@ def test_registry_path_converts_once_to_safetensors(tmp_path, state_dict):
     assert converted[0].stat().st_mtime_ns == mtime
 
 
-def test_matches_pytorch_fid_golden_fixture_on_non_299_inputs(model, fid_state_dict_sha256):
-    """Golden fixture (tools/fixtures/gen_inception.py): pytorch-fid's own InceptionV3 with
+@pytest.mark.parametrize("fold", [False, True], ids=["as-loaded", "folded"])
+def test_matches_pytorch_fid_golden_fixture_on_non_299_inputs(model, fid_state_dict_sha256, fold):
+    """The loaded model and its folded inference form (`fold_inception`: BN folded, fused 1×1
+    heads, CPU dot / patch lowerings), each against the golden fixture
+    (tools/fixtures/gen_inception.py): pytorch-fid's own InceptionV3 with
     these seeded weights, on 32² and 64×96 uint8 images (so its bilinear resize to 299 is
     pinned too): pool3, the 1008 logits and ADM's sFID slice of Mixed_6d.branch1x1."""
     fixtures = Path(__file__).parent / "fixtures" / "fid_inception"
@@ -238,10 +243,58 @@ def test_matches_pytorch_fid_golden_fixture_on_non_299_inputs(model, fid_state_d
     io = np.load(fixtures / "io.npz")
     tags = ("small", "wide")
     x = jnp.concatenate([preprocess_for_inception(io[f"{t}_images"]) for t in tags])
-    out = jax.jit(lambda m, x: m(x))(model, x)  # one compile at 299² for both sizes
+    net = fold_inception(model) if fold else model
+    out = jax.jit(lambda m, x: m(x))(net, x)  # one compile at 299² for both sizes
     for key in ("pool", "spatial", "logits"):
         want = np.concatenate([io[f"{t}_{key}"] for t in tags])
         got = np.asarray(out[key])
         np.testing.assert_allclose(
             got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max(), err_msg=key
         )
+
+
+@pytest.mark.parametrize(
+    ("window", "stride", "pad"),
+    [((1, 1), 1, 0), ((3, 3), 2, 0), ((3, 3), 2, 1), ((1, 7), 1, 3), ((3, 3), 1, 1)],
+)
+@pytest.mark.parametrize("size", [9, ROW_PATCH_MIN_SIZE], ids=["small", "row-patch-size"])
+def test_conv2d_lowerings_equal_the_xla_convolution(window, stride, pad, size):
+    """Each CPU lowering of `conv2d` (1×1 → dot, strided → patches @ W, stride-1 k×k on a large
+    grid with few channels → row patches, else conv) is the convolution."""
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal((1, size, size + 2, 5)), jnp.float32)
+    k = jnp.asarray(rng.standard_normal((*window, 5, 4)), jnp.float32)
+    padding = ((pad if window[0] > 1 else 0,) * 2, (pad if window[1] > 1 else 0,) * 2)
+    want = jax.lax.conv_general_dilated(
+        x, k, (stride, stride), padding, dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        precision="highest",
+    )  # fmt: skip
+    got = conv2d(x, k, (stride, stride), padding)
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_fold_inception_structure_and_equality(model, images_75, features_75):
+    """Folding: the original is untouched, BN is folded into every conv, the 1×1 heads are one
+    matmul (avg-pool branch included, except Mixed_7c's max pool), and the features of
+    `inception_feature_fn` (folded by default) equal the as-loaded network's."""
+    folded = fold_inception(model)
+    assert is_folded(folded) and not is_folded(model)
+    assert isinstance(model.Mixed_5b.branch1x1.conv, nnx.Conv)  # original unchanged
+    assert isinstance(folded.Mixed_5b.heads, Fused1x1) and folded.Mixed_5b.heads.pool_last
+    assert folded.Mixed_5b.heads.sizes == (64, 48, 64, 32)
+    assert not folded.Mixed_7c.heads.pool_last and folded.Mixed_7c.heads.sizes == (320, 384, 448)
+    assert isinstance(folded.Mixed_7c.branch_pool, FoldedConv2d)
+    assert not hasattr(folded.Mixed_6d, "branch1x1")
+    with pytest.raises(ValueError, match="already folded"):
+        fold_inception(folded)
+    # BN folded: W' = W γ/√(σ²+ε), b' = β − μ γ/√(σ²+ε) on one conv, against the raw variables.
+    bc = model.Conv2d_4a_3x3
+    inv = np.asarray(bc.bn.scale[...]) / np.sqrt(np.asarray(bc.bn.var[...]) + 1e-3)
+    np.testing.assert_allclose(
+        folded.Conv2d_4a_3x3.kernel[...], np.asarray(bc.conv.kernel[...]) * inv, rtol=1e-6
+    )
+    unfolded = inception_feature_fn(model, size=75, fold=False)(images_75[:2])
+    for key in ("pool", "spatial", "logits"):
+        scale = np.abs(unfolded[key]).max()
+        np.testing.assert_allclose(features_75[key], unfolded[key], rtol=1e-4, atol=1e-5 * scale)

@@ -146,3 +146,31 @@ def test_errors_name_what_is_wrong():
         Heun(0)
     with pytest.raises(SamplerConfigError, match="velocity="):
         FunctionModel(SIT)
+
+
+@pytest.mark.slow
+def test_cfg_split_batching_equals_concat_on_a_dit():
+    """The two CFG batchings on a real (tiny) DiT, adaLN-Zero layers given random values so the
+    output depends on the label: one 2B call and two B calls sample the same latents."""
+    from nnx_backbones.dit import DiT
+
+    net = DiT(input_size=8, patch_size=2, in_channels=4, hidden_size=64, depth=2, num_heads=4,
+              num_classes=10, rngs=nnx.Rngs(0))  # fmt: skip
+    graphdef, state = nnx.split(net)
+
+    def fill(v):  # the zero-initialised (adaLN-Zero, final) layers get random values
+        if not jnp.issubdtype(v.dtype, jnp.floating) or bool(jnp.any(v)):
+            return v
+        return 0.1 * jax.random.normal(jax.random.key(1), v.shape)
+
+    state = jax.tree.map(fill, state)
+    sit = SiTInterface(nnx.merge(graphdef, state), "uniform", t_shift_base=None)
+    x0 = jax.random.normal(jax.random.key(0), (2, 8, 8, 4))
+    y = jnp.array([1, 7])
+    out = {
+        b: Euler(2).sample(0, sit, x0, y=y, guidance=ClassifierFreeGuidance(4.0, batching=b)).x
+        for b in ("concat", "split")
+    }
+    unguided = Euler(2).sample(0, sit, x0, y=y).x
+    assert float(jnp.abs(out["concat"] - unguided).max()) > 1e-3  # guidance changes the samples
+    np.testing.assert_allclose(out["split"], out["concat"], rtol=1e-5, atol=1e-5)

@@ -14,6 +14,7 @@ from nnx_samplers import (
     FunctionModel,
     SamplerConfigError,
 )
+from nnx_samplers.guidance import cfg_batching, chunked_call, default_eval_batch
 
 SIT = TimeDomain(1.0, 0.0)
 NUM_CLASSES = 3
@@ -40,8 +41,9 @@ def test_scale_one_is_conditional_and_scale_zero_is_unconditional():
     cond, uncond = _run(4), Euler(4).sample(0, MODEL, X0, y=NULL).x
     SEEN_BATCHES.clear()
     np.testing.assert_allclose(
-        _run(4, guidance=ClassifierFreeGuidance(1.0, null_label=3)), cond, rtol=1e-6, atol=1e-6
-    )
+        _run(4, guidance=ClassifierFreeGuidance(1.0, null_label=3, batching="concat")),
+        cond, rtol=1e-6, atol=1e-6,
+    )  # fmt: skip
     assert SEEN_BATCHES and set(SEEN_BATCHES) == {8}  # cond + null branch: ONE call on 2B
     np.testing.assert_allclose(
         _run(4, guidance=ClassifierFreeGuidance(0.0, null_label=3)), uncond, rtol=1e-6, atol=1e-6
@@ -85,3 +87,53 @@ def test_guidance_errors_say_what_to_pass():
     other = FunctionModel(TimeDomain(80.0, 0.0, "sigma"), velocity=velocity)
     with pytest.raises(SamplerConfigError, match="time domain"):
         Euler(2).sample(0, MODEL, X0, y=Y, guidance=Autoguidance(other, 2.0))
+
+
+@pytest.mark.parametrize("batching", ["concat", "split"])
+def test_cfg_batching_concat_and_split_give_the_same_samples(batching):
+    """`batching="split"` runs the two branches as two batch-B calls, `"concat"` as one 2B call;
+    the samples agree (the network is per-sample) and the guided step is the closed form."""
+    w = 2.75  # a scale no other test uses: the first call traces (records the batch sizes)
+    SEEN_BATCHES.clear()
+    got = _run(1, guidance=ClassifierFreeGuidance(w, null_label=3, batching=batching))
+    assert set(SEEN_BATCHES) == ({8} if batching == "concat" else {4})
+    c, u = -X0 + SHIFT[Y], -X0 + SHIFT[NULL]
+    np.testing.assert_allclose(got, X0 - (u + w * (c - u)), rtol=1e-6)
+    four = _run(4, guidance=ClassifierFreeGuidance(w, null_label=3, batching=batching))
+    np.testing.assert_allclose(
+        four, _run(4, guidance=ClassifierFreeGuidance(w, null_label=3)), rtol=1e-6, atol=1e-6
+    )
+    with pytest.raises(SamplerConfigError, match="batching"):
+        ClassifierFreeGuidance(w, batching="twice")
+
+
+def test_chunked_call_equals_one_call_with_a_remainder_and_unbatched_arguments():
+    seen = []
+
+    def fn(x, t, scale, *, y=None):
+        seen.append(x.shape[0])
+        return {"out": x * t[:, None] * scale + SHIFT[y]}
+
+    x = jax.random.normal(jax.random.key(1), (11, 2))
+    t = jnp.linspace(0.1, 1.0, 11)
+    y = jnp.arange(11) % 4
+    scale = jnp.asarray(2.0)  # 0-d: passed whole, not split
+    want = fn(x, t, scale, y=y)["out"]
+    seen.clear()
+    got = jax.jit(lambda x, t, y: chunked_call(fn, 11, 4, x, t, scale, y=y))(x, t, y)["out"]
+    assert seen == [4, 3]  # two chunks of 4 under lax.map, then the remainder of 3
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+@pytest.mark.parametrize("eval_batch", [0, 2, 3])
+def test_sampler_eval_batch_does_not_change_samples(eval_batch):
+    guidance = ClassifierFreeGuidance(1.5, null_label=3)
+    want = Euler(3, eval_batch=0).sample(0, MODEL, X0, y=Y, guidance=guidance).x
+    got = Euler(3, eval_batch=eval_batch).sample(0, MODEL, X0, y=Y, guidance=guidance).x
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+    cpu = jax.default_backend() == "cpu"
+    assert default_eval_batch() == (8 if cpu else 0)
+    assert cfg_batching(None) == ("split" if cpu else "concat")
+    assert cfg_batching("concat") == "concat"
+    with pytest.raises(SamplerConfigError, match="eval_batch"):
+        Euler(3, eval_batch=-1)

@@ -12,6 +12,7 @@ from nnx_eval.features import inception_feature_fn, jit_feature_fn
 from nnx_eval.fid import fid_from_stats, frechet_distance
 from nnx_eval.generate import generate, to_uint8
 from nnx_eval.inception import InceptionV3FID
+from nnx_eval.inception_fold import fold_inception
 from nnx_eval.inception_score import InceptionScoreAccumulator, inception_score
 from nnx_eval.inception_weights import (
     INCEPTION_SPEC,
@@ -46,6 +47,7 @@ __all__ = [
     "dinov2_accumulator",
     "dinov2_feature_fn",
     "fid_from_stats",
+    "fold_inception",
     "frechet_distance",
     "generate",
     "inception_accumulator",

@@ -15,6 +15,7 @@ import numpy as np
 from flax import nnx
 
 from nnx_eval.inception import InceptionV3FID
+from nnx_eval.inception_fold import fold_inception, is_folded
 from nnx_eval.preprocess import INCEPTION_SIZE, check_uint8_images, preprocess_for_inception
 
 FeatureFn = Callable[[np.ndarray], dict[str, np.ndarray]]
@@ -47,9 +48,16 @@ def jit_feature_fn(
     return feature_fn
 
 
-def inception_feature_fn(model: InceptionV3FID, size: int = INCEPTION_SIZE) -> FeatureFn:
+def inception_feature_fn(
+    model: InceptionV3FID, size: int = INCEPTION_SIZE, *, fold: bool = True
+) -> FeatureFn:
     """uint8 `[B, H, W, 3]` → `{pool [B, 2048], spatial [B, 2023], logits, logits_unbiased}`.
 
     `size` is the resize target: 299 for every reference number; smaller (≥ 75) only for tests.
+    `fold` (default) runs the inference form of the network (`nnx_eval.inception_fold`: BatchNorm
+    folded into the convs once here, sibling 1×1 convs fused into one matmul, 1×1 convs as dots
+    on CPU), the same function to float32 rounding; `fold=False` runs `model` as loaded.
     """
+    if fold and not is_folded(model):
+        model = fold_inception(model)
     return jit_feature_fn(model, lambda m, images: m(preprocess_for_inception(images, size)))

@@ -10,6 +10,12 @@ Differences from torchvision's Inception-v3, all taken from pytorch-fid's `FIDIn
 - `InceptionE(pool="max")` (Mixed_7c): the pooling branch is a 3×3 *max* pool.
 
 All tensors are channels-last `[B, H, W, C]`.
+
+Inference form (`nnx_eval.inception_fold.fold_inception`): every conv → BN pair becomes one conv
+with bias, W' = W · γ/√(σ² + ε), b' = β − μ · γ/√(σ² + ε) (`FoldedConv2d`), and the 1×1 convs
+that read a block's input — including the average-pool branch, since a 3×3 average pool is
+linear and commutes with a 1×1 conv: conv(avgpool(x)) = avgpool(conv(x)) — become one matmul
+(`Fused1x1`). Blocks with `heads` set call it instead of their separate 1×1 convs.
 """
 
 from __future__ import annotations
@@ -17,6 +23,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 from flax import nnx
+
+from nnx_eval.conv import conv2d
 
 Pad = tuple[tuple[int, int], tuple[int, int]]
 
@@ -52,6 +60,57 @@ class BasicConv2d(nnx.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         return jax.nn.relu(self.bn(self.conv(x)))
 
+    def folded(self) -> tuple[jax.Array, jax.Array]:
+        """(W' [kh, kw, in, out], b' [out]): this conv with its BatchNorm folded in."""
+        k = self.conv.kernel[...]
+        inv = self.bn.scale[...] * jax.lax.rsqrt(self.bn.var[...] + self.bn.epsilon)
+        return k * inv, self.bn.bias[...] - self.bn.mean[...] * inv
+
+
+class FoldedConv2d(nnx.Module):
+    """`BasicConv2d` after folding BatchNorm into the conv: relu(conv(x, W') + b')."""
+
+    def __init__(self, conv: BasicConv2d):
+        w, b = conv.folded()
+        self.kernel, self.bias = nnx.Param(w), nnx.Param(b)
+        self.strides = conv.conv.strides
+        self.padding = conv.conv.padding
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        y = conv2d(x, self.kernel[...], self.strides, self.padding)
+        return jax.nn.relu(y + self.bias[...])
+
+
+class Fused1x1(nnx.Module):
+    """Several folded 1×1 convs of one input as one matmul x @ [W₁ | … | W_n].
+
+    With `pool_last`, the last conv is the average-pool branch: relu(avgpool(x @ W_n) + b_n),
+    which equals relu(conv(avgpool(x)) + b_n) because both the pool and the conv are linear.
+    """
+
+    def __init__(self, convs: list[BasicConv2d], *, pool_last: bool):
+        ws, bs = zip(*(c.folded() for c in convs), strict=True)
+        shapes = [(w.shape[:2], c.conv.strides) for w, c in zip(ws, convs, strict=True)]
+        if any(s != ((1, 1), (1, 1)) for s in shapes):
+            raise ValueError("Fused1x1 takes 1×1, stride-1 convs only")
+        self.kernel = nnx.Param(jnp.concatenate([w[0, 0] for w in ws], axis=-1))
+        self.bias = nnx.Param(jnp.concatenate(bs))
+        self.sizes = tuple(int(w.shape[-1]) for w in ws)
+        self.pool_last = pool_last
+
+    def __call__(self, x: jax.Array) -> list[jax.Array]:
+        z = x @ self.kernel[...]
+        if not self.pool_last:
+            return list(jnp.split(jax.nn.relu(z + self.bias[...]), _cuts(self.sizes), axis=-1))
+        n = self.sizes[-1]
+        head = jax.nn.relu(z[..., :-n] + self.bias[:-n])
+        pooled = jax.nn.relu(avg_pool_3x3_same(z[..., -n:]) + self.bias[-n:])
+        return [*jnp.split(head, _cuts(self.sizes[:-1]), axis=-1), pooled]
+
+
+def _cuts(sizes: tuple[int, ...]) -> list[int]:
+    return [sum(sizes[: i + 1]) for i in range(len(sizes) - 1)]
+
 
 def avg_pool_3x3_same(x: jax.Array) -> jax.Array:
     """3×3 average pool, stride 1, padding 1, padded zeros not counted (TF `AvgPool` 'SAME')."""
@@ -74,12 +133,16 @@ class InceptionA(nnx.Module):
         self.branch3x3dbl_2 = BasicConv2d(64, 96, (3, 3), padding=(1, 1), rngs=rngs)
         self.branch3x3dbl_3 = BasicConv2d(96, 96, (3, 3), padding=(1, 1), rngs=rngs)
         self.branch_pool = BasicConv2d(c_in, pool_features, (1, 1), rngs=rngs)
+        self.heads: Fused1x1 | None = None
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        b1 = self.branch1x1(x)
-        b5 = self.branch5x5_2(self.branch5x5_1(x))
-        b3 = self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x)))
-        bp = self.branch_pool(avg_pool_3x3_same(x))
+        if self.heads is None:
+            b1, b5, b3 = self.branch1x1(x), self.branch5x5_1(x), self.branch3x3dbl_1(x)
+            bp = self.branch_pool(avg_pool_3x3_same(x))
+        else:
+            b1, b5, b3, bp = self.heads(x)
+        b5 = self.branch5x5_2(b5)
+        b3 = self.branch3x3dbl_3(self.branch3x3dbl_2(b3))
         return jnp.concatenate([b1, b5, b3, bp], axis=-1)
 
 
@@ -117,16 +180,19 @@ class InceptionC(nnx.Module):
         self.branch7x7dbl_4 = BasicConv2d(c7, c7, (7, 1), padding=(3, 0), rngs=rngs)
         self.branch7x7dbl_5 = BasicConv2d(c7, 192, (1, 7), padding=(0, 3), rngs=rngs)
         self.branch_pool = BasicConv2d(c_in, 192, (1, 1), rngs=rngs)
+        self.heads: Fused1x1 | None = None
 
     def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
         """x: [B, H, W, 768] → (out [B, H, W, 768], branch1x1 [B, H, W, 192])."""
-        b1 = self.branch1x1(x)
-        b7 = self.branch7x7_3(self.branch7x7_2(self.branch7x7_1(x)))
-        bd = self.branch7x7dbl_1(x)
+        if self.heads is None:
+            b1, b7, bd = self.branch1x1(x), self.branch7x7_1(x), self.branch7x7dbl_1(x)
+            bp = self.branch_pool(avg_pool_3x3_same(x))
+        else:
+            b1, b7, bd, bp = self.heads(x)
+        b7 = self.branch7x7_3(self.branch7x7_2(b7))
         for conv in (self.branch7x7dbl_2, self.branch7x7dbl_3, self.branch7x7dbl_4):
             bd = conv(bd)
         bd = self.branch7x7dbl_5(bd)
-        bp = self.branch_pool(avg_pool_3x3_same(x))
         return jnp.concatenate([b1, b7, bd, bp], axis=-1), b1
 
 
@@ -140,10 +206,15 @@ class InceptionD(nnx.Module):
         self.branch7x7x3_2 = BasicConv2d(192, 192, (1, 7), padding=(0, 3), rngs=rngs)
         self.branch7x7x3_3 = BasicConv2d(192, 192, (7, 1), padding=(3, 0), rngs=rngs)
         self.branch7x7x3_4 = BasicConv2d(192, 192, (3, 3), stride=2, rngs=rngs)
+        self.heads: Fused1x1 | None = None
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        b3 = self.branch3x3_2(self.branch3x3_1(x))
-        b7 = self.branch7x7x3_4(self.branch7x7x3_3(self.branch7x7x3_2(self.branch7x7x3_1(x))))
+        if self.heads is None:
+            b3, b7 = self.branch3x3_1(x), self.branch7x7x3_1(x)
+        else:
+            b3, b7 = self.heads(x)
+        b3 = self.branch3x3_2(b3)
+        b7 = self.branch7x7x3_4(self.branch7x7x3_3(self.branch7x7x3_2(b7)))
         bp = max_pool_3x3(x, stride=2, padding=0)
         return jnp.concatenate([b3, b7, bp], axis=-1)
 
@@ -164,13 +235,19 @@ class InceptionE(nnx.Module):
         self.branch3x3dbl_3a = BasicConv2d(384, 384, (1, 3), padding=(0, 1), rngs=rngs)
         self.branch3x3dbl_3b = BasicConv2d(384, 384, (3, 1), padding=(1, 0), rngs=rngs)
         self.branch_pool = BasicConv2d(c_in, 192, (1, 1), rngs=rngs)
+        self.heads: Fused1x1 | None = None
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        b1 = self.branch1x1(x)
-        b3 = self.branch3x3_1(x)
+        if self.heads is None:
+            b1, b3, bd = self.branch1x1(x), self.branch3x3_1(x), self.branch3x3dbl_1(x)
+            pooled = avg_pool_3x3_same(x) if self.pool == "avg" else max_pool_3x3(x, 1, 1)
+            bp = self.branch_pool(pooled)
+        elif self.pool == "avg":
+            b1, b3, bd, bp = self.heads(x)
+        else:  # a max pool does not commute with the conv: the pool branch stays separate
+            b1, b3, bd = self.heads(x)
+            bp = self.branch_pool(max_pool_3x3(x, 1, 1))
         b3 = jnp.concatenate([self.branch3x3_2a(b3), self.branch3x3_2b(b3)], axis=-1)
-        bd = self.branch3x3dbl_2(self.branch3x3dbl_1(x))
+        bd = self.branch3x3dbl_2(bd)
         bd = jnp.concatenate([self.branch3x3dbl_3a(bd), self.branch3x3dbl_3b(bd)], axis=-1)
-        pooled = avg_pool_3x3_same(x) if self.pool == "avg" else max_pool_3x3(x, 1, 1)
-        bp = self.branch_pool(pooled)
         return jnp.concatenate([b1, b3, bd, bp], axis=-1)

@@ -21,7 +21,13 @@ import numpy as np
 from flax import nnx
 
 from nnx_samplers.errors import SamplerConfigError
-from nnx_samplers.guidance import Autoguidance, ClassifierFreeGuidance, Evaluator, GuidanceSpec
+from nnx_samplers.guidance import (
+    Autoguidance,
+    ClassifierFreeGuidance,
+    Evaluator,
+    GuidanceSpec,
+    cfg_batching,
+)
 from nnx_samplers.model import ModelInfo, merge_model, model_info, split_model
 from nnx_samplers.schedules import Schedule, as_schedule
 
@@ -75,6 +81,9 @@ class Sampler(abc.ABC):
 
     num_steps: int = 32
     schedule: Any = "uniform"
+    # Network sub-batch inside the jitted loop (`Evaluator`): None = the backend's default
+    # (`default_eval_batch`), 0 = the whole batch in one call, k > 0 = chunks of k (lax.map).
+    eval_batch: int | None = dataclasses.field(default=None, kw_only=True)
     # Integrates the probability-flow ODE/SDE (pred = dx/dt, score, denoise = E[x | x_t]); a
     # model with has_velocity = False (a consistency model) is refused.
     needs_velocity: ClassVar[bool] = True
@@ -83,6 +92,13 @@ class Sampler(abc.ABC):
         if not isinstance(self.num_steps, (int, np.integer)) or self.num_steps < 1:
             raise SamplerConfigError(f"num_steps must be a positive int; got {self.num_steps!r}.")
         object.__setattr__(self, "schedule", as_schedule(self.schedule))
+        if self.eval_batch is not None and (
+            not isinstance(self.eval_batch, (int, np.integer)) or self.eval_batch < 0
+        ):
+            raise SamplerConfigError(
+                f"eval_batch must be None (backend default), 0 (whole batch) or a positive "
+                f"int; got {self.eval_batch!r}."
+            )
 
     # --- what subclasses implement ------------------------------------------------------------
     @abc.abstractmethod
@@ -224,8 +240,9 @@ def _guidance_parts(guidance, model, info: ModelInfo, labels_given: bool):
                     "ClassifierFreeGuidance(scale, null_label=num_classes)."
                 )
         spec = GuidanceSpec(
-            "cfg", float(guidance.scale), guidance.interval, int(null), guidance.channels
-        )
+            "cfg", float(guidance.scale), guidance.interval, int(null),
+            channels=guidance.channels, batching=cfg_batching(guidance.batching),
+        )  # fmt: skip
         return spec, None, None
     if isinstance(guidance, Autoguidance):
         g_info = model_info(guidance.guide)
@@ -250,7 +267,7 @@ def _compiled(sampler, static, info, guidance, guide_static, grid, trajectory):
     def program(state, g_state, key, x_init, y):
         model = merge_model(static, state)
         guide = None if guide_static is None else merge_model(guide_static, g_state)
-        f = Evaluator(model, y, guidance, guide)
+        f = Evaluator(model, y, guidance, guide, eval_batch=sampler.eval_batch)
         return sampler.integrate(f, key, x_init, np.asarray(grid), info, trajectory)
 
     return jax.jit(program)
