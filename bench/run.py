@@ -139,7 +139,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--full", action="store_true", help="run without --quick")
     parser.add_argument("--only", default="", help="comma-separated benchmark names")
-    parser.add_argument("--timeout", type=float, default=240, help="seconds per benchmark")
+    parser.add_argument("--timeout", type=float, default=600, help="seconds per benchmark")
     parser.add_argument("--table-only", action="store_true", help="only re-render the table")
     args = parser.parse_args()
     runs = []

@@ -25,7 +25,7 @@ from nnx_backbones.mlp import MLP
 from nnx_backbones.rae import RAE, RAEDecoderConfig, estimate_latent_stats
 from nnx_backbones.sd_vae import AutoencoderKL, LatentScaling, VAEConfig
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "MLP",

@@ -31,7 +31,7 @@ from nnx_eval.reference import (
 )
 from nnx_eval.stats import GaussianStats, RunningStats
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "INCEPTION_SPEC",
