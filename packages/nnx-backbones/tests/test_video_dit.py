@@ -124,3 +124,23 @@ def test_bad_inputs_raise_clear_errors(net):
     nc = VideoDiT(num_frames=2, causal=False, num_classes=None, rngs=nnx.Rngs(0), **KW)
     with pytest.raises(ValueError, match="causal=True"):
         nc.step(x[:, 0], t[:, 0], nc.init_cache(2))
+
+
+def test_ring_attention_over_context_devices_equals_one_device(net):
+    """The causal video DiT with its 16 tokens (4 frames × 4 patches) split over 4 context
+    devices (ring attention, frame-causal block mask) gives the single-device output."""
+    from jax.sharding import Mesh, NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    x, t, y = _inputs()
+    want = net(x, t, y=y)
+    graph, state = nnx.split(net)
+    ring = nnx.merge(graph, state)
+    for block in ring.blocks:
+        block.attn.implementation = "ring"
+    devices = np.asarray(jax.devices()[:8]).reshape(2, 1, 1, 4)
+    mesh = Mesh(devices, ("data", "fsdp", "tensor", "context"))
+    with jax.set_mesh(mesh):
+        xs = jax.device_put(x, NamedSharding(mesh, P("data")))
+        got = nnx.jit(lambda n, x, t, y: n(x, t, y=y))(ring, xs, t, y)
+    np.testing.assert_allclose(got, want, atol=1e-5)

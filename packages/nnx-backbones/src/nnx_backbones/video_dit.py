@@ -52,7 +52,8 @@ class VideoKVCache(NamedTuple):
     pos: jax.Array
 
     @property
-    def window(self) -> int:
+    def tokens(self) -> int:
+        """Token slots W·P of the window."""
         return self.k.shape[2]
 
 
@@ -267,7 +268,7 @@ class VideoDiT(PatchTransformer):
                 f"depth-{self.depth} network; build it with net.init_cache({x.shape[0]})."
             )
         p = self.tokens_per_frame
-        window = cache.window // p
+        window = cache.tokens // p
         held = jnp.minimum(cache.pos, window)
         visible = jnp.repeat(jnp.arange(window) >= window - held, p)
         h = self._embed(x[:, None])
