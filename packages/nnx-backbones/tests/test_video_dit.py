@@ -49,9 +49,13 @@ def test_causal_mask_frame_k_ignores_later_frames(net):
     assert not np.allclose(full(x, t, y=y)[:, :2], full(x2, t2, y=y)[:, :2])
 
 
-def test_kv_cache_generation_equals_causal_forward(net):
+@pytest.mark.parametrize("impl", [None, "xla"])
+def test_kv_cache_generation_equals_causal_forward(net, impl):
     x, t, y = _inputs()
     want = net(x, t, y=y)
+    net = nnx.merge(*nnx.split(net))
+    for block in net.blocks:
+        block.attn.implementation = impl
 
     @nnx.jit
     def roll(net, x, t, y):
