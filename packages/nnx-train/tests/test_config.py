@@ -128,6 +128,13 @@ def test_registry_unknown_name_and_custom_registration():
     assert "Unknown model name 'no_such_net'" in _error(cfg)
 
 
+def test_video_dit_is_registered():
+    from nnx_backbones import VideoDiT
+
+    assert registry.resolve("model", "video_dit") is VideoDiT
+    assert {"num_frames", "causal"} <= set(registry.accepted_kwargs("model", "video_dit"))
+
+
 def test_diff_configs_lists_dotted_paths():
     a = {"model": {"width": 1, "depth": 2}, "seed": 0}
     b = {"model": {"width": 3, "depth": 2}, "seed": 0, "x": 1}

@@ -1,10 +1,10 @@
 """Networks for diffusion and flow models under one backbone contract (see `contract`).
 
-Generative backbones (`DiT`, `LightningDiT`, `LightningDDT`, `MLP`, `EDM2UNet`) share the call
-`net(x, t, *, r=None, y=None, train=False, return_hidden_at=None)`; encoders and autoencoders
-(`AutoencoderKL`, `DINOv2`, `RAE`) serve latent diffusion, REPA and evaluation. Weights move in and
-out through `nnx_backbones.weights` (readers, strict assignment, a verified download registry) and
-`nnx_backbones.convert` (published checkpoint layouts).
+Generative backbones (`DiT`, `LightningDiT`, `LightningDDT`, `MLP`, `EDM2UNet`, the video
+`VideoDiT`) share the call `net(x, t, *, r=None, y=None, train=False, return_hidden_at=None)`;
+encoders and autoencoders (`AutoencoderKL`, `DINOv2`, `RAE`) serve latent diffusion, REPA and
+evaluation. Weights move in and out through `nnx_backbones.weights` (readers, strict assignment, a
+verified download registry) and `nnx_backbones.convert` (published checkpoint layouts).
 """
 
 from nnx_backbones.contract import Backbone
@@ -24,6 +24,7 @@ from nnx_backbones.lightning_dit import LightningDiT
 from nnx_backbones.mlp import MLP
 from nnx_backbones.rae import RAE, RAEDecoderConfig, estimate_latent_stats
 from nnx_backbones.sd_vae import AutoencoderKL, LatentScaling, VAEConfig
+from nnx_backbones.video_dit import VideoDiT, VideoKVCache
 
 __version__ = "0.2.0"
 
@@ -48,6 +49,8 @@ __all__ = [
     "ShapeError",
     "TimestepEmbedder",
     "VAEConfig",
+    "VideoDiT",
+    "VideoKVCache",
     "WeightsError",
     "WeightsNotFoundError",
     "dinov2_config",

@@ -21,6 +21,7 @@ from nnx_interfaces.flowmaps import (
     STSampling,
     TwoStepDenoising,
 )
+from nnx_interfaces.forcing import DiffusionForcing
 from nnx_interfaces.interpolants import Interpolant, get_interpolant
 from nnx_interfaces.meanflow import MeanFlowInterface
 from nnx_interfaces.oracles import GaussianOracle
@@ -39,6 +40,7 @@ __all__ = [
     "ConsistencyTrajectoryModel",
     "DDPMInterface",
     "DataPredictionInterface",
+    "DiffusionForcing",
     "EDMInterface",
     "EulerianSelfDistillation",
     "FlowMapInterface",

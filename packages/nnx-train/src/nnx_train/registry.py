@@ -24,6 +24,7 @@ _REGISTRY: dict[str, dict[str, str | Callable[..., Any]]] = {
         "lightning_dit": "nnx_backbones.lightning_dit:LightningDiT",
         "lightning_ddt": "nnx_backbones.ddt:LightningDDT",
         "edm2_unet": "nnx_backbones.edm2_unet:EDM2UNet",
+        "video_dit": "nnx_backbones.video_dit:VideoDiT",
     },
     "interface": {
         "sit": "nnx_interfaces.sit:SiTInterface",

@@ -106,9 +106,13 @@ class AdaLNBlock(nnx.Module):
         rope: tuple[jax.Array, jax.Array] | None = None,
         *,
         causal_block: int | None = None,
-    ) -> jax.Array:
+        causal_window: int | None = None,
+        cache: tuple[jax.Array, jax.Array, jax.Array] | None = None,
+    ) -> jax.Array | tuple[jax.Array, tuple[jax.Array, jax.Array]]:
         """`x: [B, T, D]`, `c: [B, Dc]` or `[B, T, Dc]` (after SiLU) → `[B, T, D]`;
-        `causal_block`: tokens per causal block (frame) for the attention, None = full."""
+        `causal_block`: tokens per causal block (frame) for the attention, None = full;
+        `causal_window`: earlier blocks (frames) visible, None = all;
+        `cache`: the attention's KV cache (`Attention`), then → `(out, (k, v))`."""
         mod = gathered(self.adaLN_modulation(c))
         mod = jnp.split(mod, 4 if self.wo_shift else 6, axis=-1)
         if self.wo_shift:
@@ -118,9 +122,18 @@ class AdaLNBlock(nnx.Module):
         if gate1.ndim == 2:
             gate1, gate2 = gate1[:, None], gate2[:, None]
         x = fusion_boundary(replicated(x))
-        h = self.attn(modulate(self.norm1(x), shift1, scale1), rope, causal_block=causal_block)
+        h = self.attn(
+            modulate(self.norm1(x), shift1, scale1),
+            rope,
+            causal_block=causal_block,
+            causal_window=causal_window,
+            cache=cache,
+        )
+        if cache is not None:
+            h, kv = h
         x = fusion_boundary(x + gate1 * h)
-        return x + gate2 * self.mlp(modulate(self.norm2(x), shift2, scale2))
+        out = x + gate2 * self.mlp(modulate(self.norm2(x), shift2, scale2))
+        return out if cache is None else (out, kv)
 
 
 class FinalLayer(nnx.Module):

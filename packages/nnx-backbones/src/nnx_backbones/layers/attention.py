@@ -13,7 +13,15 @@ softmax(q kᵀ / √d_h + mask) v per head. `implementation`:
   running the backend's default kernel locally; on one context shard they are that kernel.
 Optional qk-norm (separate norms for q and k, over each head's channels), 2-D RoPE on q and k
 (applied in the global token order, so it is the same under any token split) and a
-`causal_block` mask (frame-causal: key j is visible from query i iff ⌊j/b⌋ ≤ ⌊i/b⌋).
+`causal_block` mask (frame-causal: key j is visible from query i iff ⌊j/b⌋ ≤ ⌊i/b⌋), optionally
+limited to a sliding `causal_window` of w earlier blocks (⌊i/b⌋ − w ≤ ⌊j/b⌋; not under context
+parallelism), which is what a rolling KV cache of w frames computes.
+
+KV cache (causal frame-by-frame generation, `nnx_backbones.video_dit`): given
+`cache = (k_ctx, v_ctx, visible)` — keys/values `[B, S, N, d_h]` of earlier tokens (already
+normed and rotated) and a boolean `[S]` of the valid slots — the queries of x attend to
+[k_ctx; k(x)] with the cached slots masked by `visible` and x's own tokens fully visible, and the
+call also returns x's (k, v) to append to the cache. Explicit arrays in and out: jit/scan-safe.
 
 Under tensor parallelism the qkv kernel `[D, 3, D]` is split over "tensor" along its last axis
 (whole heads per device: column-parallel) and `proj` along its input axis (row-parallel), and the
@@ -86,18 +94,32 @@ def multi_head_attention(
     implementation: str | None = None,
     *,
     causal_block: int | None = None,
+    causal_window: int | None = None,
 ) -> jax.Array:
     """Softmax attention over `[B, T, N, d_h]` q, k, v by `implementation` (module docstring);
-    `causal_block`: tokens per causal block (frame), None = full attention."""
+    `causal_block`: tokens per causal block (frame), None = full attention; `causal_window`:
+    earlier blocks visible (None = all)."""
     if implementation not in IMPLEMENTATIONS:
         raise ValueError(
             f"attention implementation must be one of {IMPLEMENTATIONS}; got {implementation!r}."
         )
+    if causal_window is not None and (causal_block is None or causal_window < 0):
+        raise ValueError(
+            f"causal_window={causal_window} needs a causal_block and a window ≥ 0; got "
+            f"causal_block={causal_block}."
+        )
     if implementation in parallel.CONTEXT_PARALLEL:
+        if causal_window is not None:
+            raise ValueError(
+                f"a sliding causal_window is not supported by context-parallel attention "
+                f"({implementation!r}); use attn_implementation=None or no window."
+            )
         return parallel.context_parallel_attention(
             implementation, q, k, v, _local(None), causal_block
         )
-    mask = parallel.block_causal_mask(jnp.arange(q.shape[1]), jnp.arange(k.shape[1]), causal_block)
+    mask = parallel.block_causal_mask(
+        jnp.arange(q.shape[1]), jnp.arange(k.shape[1]), causal_block, causal_window
+    )
     return _local(implementation)(q, k, v, mask)
 
 
@@ -143,9 +165,14 @@ class Attention(nnx.Module):
         rope: tuple[jax.Array, jax.Array] | None = None,
         *,
         causal_block: int | None = None,
-    ) -> jax.Array:
+        causal_window: int | None = None,
+        cache: tuple[jax.Array, jax.Array, jax.Array] | None = None,
+    ) -> jax.Array | tuple[jax.Array, tuple[jax.Array, jax.Array]]:
         """`x: [B, T, D]`, `rope`: optional (cos, sin) `[T, head_dim]` tables, `causal_block`:
-        optional tokens per causal block → `[B, T, D]`."""
+        optional tokens per causal block, `causal_window`: optional earlier blocks visible →
+        `[B, T, D]`. With `cache = (k_ctx, v_ctx, visible)`
+        (module docstring; x's tokens all see each other) → `(out, (k, v))`, x's own keys and
+        values `[B, T, N, d_h]`."""
         b, t, d = x.shape
         qkv = self.qkv(x).reshape(b, t, 3, self.num_heads, self.head_dim)
         qkv = parallel.split(qkv, axis=3)  # column-parallel: heads over tensor
@@ -154,6 +181,38 @@ class Attention(nnx.Module):
             q, k = self.q_norm(q), self.k_norm(k)
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
-        out = multi_head_attention(q, k, v, self.implementation, causal_block=causal_block)
+        if cache is None:
+            out = multi_head_attention(
+                q,
+                k,
+                v,
+                self.implementation,
+                causal_block=causal_block,
+                causal_window=causal_window,
+            )
+        else:
+            out = _cached_attention(q, k, v, cache, self.implementation)
         out = parallel.split(out, axis=2).reshape(b, t, d)
-        return parallel.replicated(self.proj(out))  # row-parallel: the all-reduce
+        out = parallel.replicated(self.proj(out))  # row-parallel: the all-reduce
+        return out if cache is None else (out, (k, v))
+
+
+def _cached_attention(q, k, v, cache, implementation: str | None) -> jax.Array:
+    """Queries of the new tokens over [cached keys (masked by `visible`); the new keys]."""
+    if implementation in parallel.CONTEXT_PARALLEL:
+        raise ValueError(
+            f"the KV-cache path runs one frame at a time and does not support context-parallel "
+            f"attention ({implementation!r}); build the network for generation with "
+            f"attn_implementation=None."
+        )
+    k_ctx, v_ctx, visible = cache
+    if k_ctx.shape[0] != k.shape[0] or k_ctx.shape[2:] != k.shape[2:]:
+        raise ValueError(
+            f"KV cache of shape {tuple(k_ctx.shape)} does not fit keys {tuple(k.shape)} "
+            f"([B, S, heads, head_dim] must match); build the cache for this network and batch."
+        )
+    mask = jnp.concatenate([visible.astype(bool), jnp.ones((k.shape[1],), bool)])
+    mask = jnp.broadcast_to(mask[None, :], (q.shape[1], mask.shape[0]))
+    keys = jnp.concatenate([k_ctx.astype(k.dtype), k], axis=1)
+    values = jnp.concatenate([v_ctx.astype(v.dtype), v], axis=1)
+    return _local(implementation)(q, keys, values, mask)

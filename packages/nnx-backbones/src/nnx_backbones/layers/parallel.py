@@ -111,11 +111,16 @@ def split(x: jax.Array, axis: int = -1) -> jax.Array:
     return constrain(x, *axes)
 
 
-def block_causal_mask(q_pos: jax.Array, k_pos: jax.Array, block: int | None) -> jax.Array | None:
-    """`[T, S]` boolean: key j visible from query i iff ⌊k_j/b⌋ ≤ ⌊q_i/b⌋; None if no mask."""
+def block_causal_mask(
+    q_pos: jax.Array, k_pos: jax.Array, block: int | None, window: int | None = None
+) -> jax.Array | None:
+    """`[T, S]` boolean: key j visible from query i iff ⌊k_j/b⌋ ≤ ⌊q_i/b⌋ (and, with a `window`
+    of w blocks, ⌊q_i/b⌋ − w ≤ ⌊k_j/b⌋: a sliding window); None if no mask."""
     if block is None:
         return None
-    return (k_pos[None, :] // block) <= (q_pos[:, None] // block)
+    q_block, k_block = q_pos[:, None] // block, k_pos[None, :] // block
+    mask = k_block <= q_block
+    return mask if window is None else mask & (k_block >= q_block - window)
 
 
 LocalAttention = Callable[[jax.Array, jax.Array, jax.Array, jax.Array | None], jax.Array]

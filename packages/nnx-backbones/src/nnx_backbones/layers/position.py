@@ -6,7 +6,8 @@ row index h). `rope_2d` is EVA/LightningDiT's `VisionRotaryEmbeddingFast`: the f
 head's channels rotates with the row h, the second half with the column w, in adjacent pairs.
 `rope_2d_interleaved_grid` is DDT's (MCG-NJU) `precompute_freqs_cis_2d`: pair 2k rotates with
 the column, pair 2k+1 with the row, both at frequency θ^(−4k/head_dim), positions spread over
-[0, scale] (linspace) whatever the grid size.
+[0, scale] (linspace) whatever the grid size. `rope_1d` rotates every channel pair with one
+position (the frame index of the video DiT): at position 0 it is the identity.
 """
 
 import jax
@@ -46,6 +47,18 @@ def rope_2d(
         [pos_h.astype(jnp.float32)[:, None] * freqs, pos_w.astype(jnp.float32)[:, None] * freqs],
         axis=-1,
     )
+    return jnp.cos(angles), jnp.sin(angles)
+
+
+def rope_1d(
+    head_dim: int, pos: jax.Array, *, theta: float = 10_000.0
+) -> tuple[jax.Array, jax.Array]:
+    """cos/sin tables `[T, head_dim]` for tokens at positions `pos: [T]`: channel pair i turns by
+    pos·θ^(−2i/head_dim) (angle[2i] = angle[2i+1])."""
+    if head_dim % 2:
+        raise ValueError(f"RoPE needs an even head_dim; got head_dim = {head_dim}.")
+    freqs = 1.0 / theta ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim)
+    angles = pos.astype(jnp.float32)[:, None] * jnp.repeat(freqs, 2)
     return jnp.cos(angles), jnp.sin(angles)
 
 

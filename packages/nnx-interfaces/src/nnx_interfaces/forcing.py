@@ -1,0 +1,180 @@
+"""Diffusion Forcing (Chen et al., 2024): an image objective applied to videos with one
+independent noise level per frame.
+
+For a video x = (x¹, …, x^T) `[B, T, ...]` and an image interface with path
+x_t = α(t)·x + σ(t)·n, preconditioning (c_in, c_out, c_skip, c_noise), target and loss weight λ:
+
+    t        = (t¹, …, t^T),  t^k ~ p_train independently per frame   (noise_levels="independent")
+               or t^k = t for all k (one level per clip, full-sequence diffusion: "shared")
+    x_t^k    = α(t^k)·x^k + σ(t^k)·n^k,  n ~ N(0, I)
+    F        = network(c_in(t)·x_t, c_noise(t))                         t: [B, T] to the network
+    D^k      = c_skip(t^k)·x_t^k + c_out(t^k)·F^k       (the base's output, per frame)
+    loss     = mean_{B, T} λ(t^k)·mean‖D^k − target^k‖²                  (λ = 1 for SiT)
+
+`pred`, `score` and `denoise` are the base interface's formulas with every coefficient taken per
+frame (t `[B, T]` broadcasts over each frame's entries), so a frame-causal video network (e.g.
+`nnx_backbones.VideoDiT`) trained this way denoises each frame at its own level given noisier or
+cleaner context. With all frames at one level the loss is the base's image loss on the frames.
+Supported bases: `SiTInterface` (velocity) and `EDMInterface` (denoiser with λ(σ)); their losses
+have exactly the form above.
+"""
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from nnx_interfaces.base import Interfaces, TimeDomain
+from nnx_interfaces.edm import EDMInterface
+from nnx_interfaces.errors import InterfaceConfigError
+from nnx_interfaces.sit import SiTInterface
+
+_SUPPORTED = (SiTInterface, EDMInterface)
+NOISE_LEVELS = ("independent", "shared")
+
+
+class DiffusionForcing(Interfaces):
+    """Per-frame noise levels on top of an image interface (module docstring).
+
+    Args:
+      base: the image objective (`SiTInterface` or `EDMInterface`) wrapping the video network;
+        its network, rngs, time distribution and preconditioning are used as they are.
+      noise_levels: "independent" (one training level per frame, Diffusion Forcing) or
+        "shared" (one per clip).
+    """
+
+    def __init__(self, base: Interfaces, *, noise_levels: str = "independent"):
+        if type(base).loss not in tuple(cls.loss for cls in _SUPPORTED):
+            names = ", ".join(cls.__name__ for cls in _SUPPORTED)
+            raise InterfaceConfigError(
+                f"DiffusionForcing supports the losses of {names}; got {type(base).__name__}. "
+                f"Wrap one of those (per-frame noise for other objectives is not implemented)."
+            )
+        if noise_levels not in NOISE_LEVELS:
+            raise InterfaceConfigError(
+                f"noise_levels must be one of {NOISE_LEVELS}; got {noise_levels!r}."
+            )
+        super().__init__(base.network, base.train_time_dist_type, rngs=base.rngs)
+        self.base = base
+        self.noise_levels = noise_levels
+
+    # --- the base's math, per frame ----------------------------------------------------------
+    @property
+    def time_domain(self) -> TimeDomain:
+        return self.base.time_domain
+
+    def alpha_sigma(self, t: jax.Array) -> tuple[jax.Array, jax.Array]:
+        return self.base.alpha_sigma(t)
+
+    def c_in(self, t: jax.Array) -> jax.Array:
+        return self.base.c_in(t)
+
+    def c_out(self, t: jax.Array) -> jax.Array:
+        return self.base.c_out(t)
+
+    def c_skip(self, t: jax.Array) -> jax.Array:
+        return self.base.c_skip(t)
+
+    def c_noise(self, t: jax.Array) -> jax.Array:
+        return self.base.c_noise(t)
+
+    def loss_weight(self, t: jax.Array) -> jax.Array:
+        """λ(t) of the base (EDM's λ(σ)); 1 for SiT."""
+        weight = getattr(self.base, "loss_weight", None)
+        return jnp.ones_like(t) if weight is None else weight(t)
+
+    def sample_t(
+        self, shape: tuple[int, ...], data_shape: tuple[int, ...] | None = None
+    ) -> jax.Array:
+        """Training levels `[B, T]` (`shape`): independent per frame, or one per clip repeated.
+        `data_shape`: one frame's shape (SiT's resolution shift is per frame)."""
+        if len(shape) != 2:
+            raise ValueError(f"DiffusionForcing draws [B, T] times; got shape {shape}.")
+        draw = shape if self.noise_levels == "independent" else shape[:1]
+        if isinstance(self.base, SiTInterface):
+            t = self.base.sample_t(draw, data_shape=data_shape)
+        else:
+            t = self.base.sample_t(draw)
+        return t if t.shape == tuple(shape) else jnp.broadcast_to(t[:, None], shape)
+
+    def sample_n(self, shape: tuple[int, ...]) -> jax.Array:
+        return self.base.sample_n(shape)
+
+    def sample_x_t(self, x: jax.Array, n: jax.Array, t: jax.Array) -> jax.Array:
+        return self.base.sample_x_t(x, n, self._frame_times(x, t))
+
+    def target(self, x: jax.Array, n: jax.Array, t: jax.Array, *args, **kwargs) -> jax.Array:
+        return self.base.target(x, n, self._frame_times(x, t), *args, **kwargs)
+
+    def pred(self, x_t: jax.Array, t: jax.Array, *args, **kwargs) -> jax.Array:
+        """The base's dx/dt per frame: `x_t: [B, T, ...]`, `t: [B, T]` (or `[B]`)."""
+        return self.base.pred(x_t, self._frame_times(x_t, t), *args, **kwargs)
+
+    def score(self, x_t: jax.Array, t: jax.Array, *args, **kwargs) -> jax.Array:
+        """∇ log p_t per frame (the base's formula with t `[B, T]`)."""
+        return self.base.score(x_t, self._frame_times(x_t, t), *args, **kwargs)
+
+    def denoise(self, x_t: jax.Array, t: jax.Array, *args, **kwargs) -> jax.Array:
+        """E[x | x_t] per frame (the base's formula with t `[B, T]`)."""
+        return self.base.denoise(x_t, self._frame_times(x_t, t), *args, **kwargs)
+
+    # --- loss --------------------------------------------------------------------------------
+    def loss(
+        self,
+        x: jax.Array,
+        *args,
+        return_aux: bool = False,
+        t: jax.Array | None = None,
+        **kwargs,
+    ) -> Any:
+        """mean_{B,T} λ(t^k)·mean‖D^k − target^k‖² with per-frame levels.
+
+        Args:
+          x: clean videos `[B, T, ...]`; t: optional levels `[B, T]` (default: drawn by
+            `sample_t`); `*args`, `**kwargs` go to the network (`y=`; `train` defaults to True).
+        Returns:
+          the scalar loss, or `(loss, aux)` with aux keys `loss`, `mse` (unweighted),
+          `per_example` `[B]`, `per_frame` `[B, T]` (weighted), `t` `[B, T]` (and `hidden`).
+        """
+        if x.ndim < 3:
+            raise ValueError(
+                f"DiffusionForcing expects videos x: [B, T, ...] (frames on axis 1); got "
+                f"{tuple(x.shape)}."
+            )
+        kwargs.setdefault("train", True)
+        if t is None:
+            t = self.sample_t(x.shape[:2], data_shape=x.shape[2:])
+        t = self._frame_times(x, t)
+        n = self.sample_n(x.shape)
+        x_t = self.sample_x_t(x, n, t)
+        f, hidden = self.network_output(x_t, t, *args, **kwargs)
+        err = (self.precondition(x_t, t, f) - self.target(x, n, t)) ** 2
+        sq = jnp.mean(err, axis=tuple(range(2, x.ndim)))  # [B, T]
+        per_frame = self.loss_weight(t) * sq
+        loss = jnp.mean(per_frame)
+        if not return_aux:
+            return loss
+        aux = {
+            "loss": loss,
+            "mse": jnp.mean(sq),
+            "per_example": jnp.mean(per_frame, axis=1),
+            "per_frame": per_frame,
+            "t": t,
+        }
+        if hidden is not None:
+            aux["hidden"] = hidden
+        return loss, aux
+
+    # --- helpers -----------------------------------------------------------------------------
+    @staticmethod
+    def _frame_times(x: jax.Array, t: jax.Array) -> jax.Array:
+        """`t: [B, T]` (or `[B]`, broadcast to every frame) checked against `x: [B, T, ...]`."""
+        b, frames = x.shape[:2]
+        if t.shape == (b,):
+            return jnp.broadcast_to(t[:, None], (b, frames))
+        if t.shape != (b, frames):
+            raise ValueError(
+                f"DiffusionForcing takes one time per frame, t: [B, T] = [{b}, {frames}] (or "
+                f"[B]); got t.shape = {tuple(t.shape)} for x of shape {tuple(x.shape)}."
+            )
+        return t
