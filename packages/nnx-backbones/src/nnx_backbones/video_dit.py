@@ -61,11 +61,14 @@ class VideoDiT(PatchTransformer):
     """Spatio-temporal DiT (module docstring), class-conditional like DiT.
 
     Args:
-      input_size: frame side `H = W` or `(H, W)`; num_frames: training length T (the default
-        KV-cache window is num_frames − 1 context frames; longer videos are allowed).
+      input_size: frame side `H = W` or `(H, W)`.
+      num_frames: training length T (the default KV-cache window is num_frames − 1 context
+        frames; longer videos are allowed).
       causal: frame-causal attention (needed for `step` to match the full forward).
-      patch_size, in_channels, hidden_size, depth, num_heads, mlp_ratio, num_classes,
-      class_dropout_prob, learn_sigma, remat, attn_implementation, dtype, param_dtype: as `DiT`.
+
+    The other arguments (`patch_size`, `in_channels`, `hidden_size`, `depth`, `num_heads`,
+    `mlp_ratio`, `num_classes`, `class_dropout_prob`, `learn_sigma`, `remat`,
+    `attn_implementation`, `dtype`, `param_dtype`) are as for `DiT`.
     """
 
     def __init__(
