@@ -11,14 +11,25 @@ import pytest
 from flax import nnx
 
 from nnx_backbones import VideoDiT
-from nnx_interfaces import DiffusionForcing, SiTInterface
+from nnx_interfaces import DiffusionForcing, EDMInterface, SiTInterface
+from nnx_interfaces.forcing import FrameStep
 from nnx_samplers import (
+    DDIM,
+    Autoguidance,
     Autoregressive,
     ClassifierFreeGuidance,
+    DDPMAncestral,
     DiffusionForcingSampler,
+    DPMSolverPP,
+    EDMSampler,
     Euler,
+    EulerMaruyama,
+    FunctionModel,
     Heun,
+    SamplerConfigError,
 )
+from nnx_samplers.autoregressive import network_time
+from nnx_samplers.base import resolve_key
 
 KW = dict(input_size=8, patch_size=4, in_channels=3, hidden_size=32, depth=2, num_heads=4)
 
@@ -52,8 +63,10 @@ def _noise(frames=4, b=2, seed=1):
 Y = jnp.array([1, 3])
 
 
-@pytest.mark.parametrize("per_frame", [Euler(4), Heun(3)], ids=["euler", "heun"])
-@pytest.mark.parametrize("cfg", [None, ClassifierFreeGuidance(2.5)], ids=["plain", "cfg"])
+@pytest.mark.parametrize(
+    ("per_frame", "cfg"), [(Euler(4), None), (Heun(3), ClassifierFreeGuidance(2.5))],
+    ids=["euler", "heun-cfg"],
+)  # fmt: skip
 def test_cached_rollout_equals_the_autoregressive_noise_matrix(sit, per_frame, cfg):
     x0 = _noise()
     ar = Autoregressive(per_frame).sample(0, sit, x0, y=Y, guidance=cfg)
@@ -65,3 +78,277 @@ def test_cached_rollout_equals_the_autoregressive_noise_matrix(sit, per_frame, c
     n = per_frame.nfe(sit)
     assert ar.nfe == 4 * n + 4  # per frame: the sampler's evaluations + one push
     assert ref.nfe == 4 * n  # one (Heun: two) full-sequence calls per matrix row, 4·N rows
+
+
+@pytest.fixture(scope="module")
+def edm(net):
+    return DiffusionForcing(EDMInterface(net, sigma_max=10.0, rngs=nnx.Rngs(0)))
+
+
+def _full_forward(model, window=None):
+    """The full-sequence forward (no cache) as a FunctionModel: t `[B, F]`."""
+    return FunctionModel(
+        model.time_domain,
+        velocity=lambda x, t, y=None: model.pred(x, t, y=y, window=window),
+        alpha_sigma=model.alpha_sigma,
+    )
+
+
+@pytest.mark.parametrize("window", [None, 2])
+def test_rolling_window_equals_the_windowed_full_forward(sit, window):
+    """6 frames on a 4-frame network: the rolling cache of W frames (default num_frames − 1 = 3)
+    is the full forward with the sliding mask `window=W`."""
+    x0 = _noise(frames=6)
+    ar = Autoregressive(Euler(3), window=window).sample(0, sit, x0, y=Y)
+    w = 3 if window is None else window
+    full = DiffusionForcingSampler(3, matrix="autoregressive")
+    ref = full.sample(0, _full_forward(sit, window=w), x0, y=Y)
+    np.testing.assert_allclose(ar.x, ref.x, atol=1e-5, rtol=0)
+    if window is not None:  # the window matters: the unwindowed forward differs
+        unwindowed = full.sample(0, _full_forward(sit), x0, y=Y).x
+        assert float(jnp.abs(ar.x - unwindowed).max()) > 1e-2
+
+
+def _manual_rollout(model, sampler, seed, x0, *, y=None, context=None, c=0.0, window=None):
+    """The rollout written out: per frame, `sampler.sample` on the full forward over the stored
+    frames (at the push level) and the current one, with the documented key scheme."""
+    td, b = model.time_domain, x0.shape[0]
+    t_push = float(network_time(td, c))
+    k_ctx, k_gen = jax.random.split(resolve_key(seed))
+    stored = []
+
+    def store(x, k):
+        if c != td.data:
+            a, s = model.alpha_sigma(jnp.full((b,), c))
+            x = a[:, None, None, None] * x + s[:, None, None, None] * jax.random.normal(k, x.shape)
+        stored.append(x)
+
+    if context is not None:
+        for j, kj in enumerate(jax.random.split(k_ctx, context.shape[1])):
+            store(context[:, j], kj)
+    out = []
+    for k, kk in enumerate(jax.random.split(k_gen, x0.shape[1])):
+        k_sample, k_noise = jax.random.split(kk)
+        prev = jnp.stack(stored, 1) if stored else x0[:, :0]
+
+        def velocity(x, t, prev=prev):
+            video = jnp.concatenate([prev, x[:, None]], 1)
+            times = jnp.concatenate([jnp.full(prev.shape[:2], t_push), t[:, None]], 1)
+            return model.pred(video, times, y=y, window=window)[:, -1]
+
+        fm = FunctionModel(td, velocity=velocity, alpha_sigma=model.alpha_sigma)
+        x = sampler.sample(k_sample, fm, x0[:, k]).x
+        store(x, k_noise)
+        out.append(x)
+    return jnp.stack(out, 1)
+
+
+MANUAL = {  # (network, per-frame sampler, context frames, context_noise, window)
+    # EDM (eps > 0: clean frames at σ_min), churn noise, a clean context frame
+    "edm_churn-context": ("video_dit", EDMSampler(3, s_churn=4.0), 1, 0.0, None),
+    # stochastic, a renoised context of 2 frames
+    "euler_maruyama-context-noised": ("oracle", EulerMaruyama(3), 2, 0.3, None),
+    "ddpm-4frames": ("oracle", DDPMAncestral(3, variance="fixed_small"), 0, 0.0, None),
+    # a one-frame window, renoised context
+    "dpm_solver-window1": ("oracle", DPMSolverPP(3), 1, 0.5, 1),
+    "ddim_eta": ("oracle", DDIM(3, eta=0.7), 0, 0.2, None),
+}
+
+
+@pytest.mark.parametrize("case", list(MANUAL), ids=list(MANUAL))
+def test_every_per_frame_sampler_matches_the_written_out_rollout(edm, case):
+    """Any per-frame sampler, stochastic ones with their documented per-frame keys, context,
+    renoised context and windows: the rollout is the written-out loop (the cheap Gaussian oracle
+    network where the VideoDiT is not needed)."""
+    kind, sampler, k, c, window = MANUAL[case]
+    if kind == "video_dit":
+        model, shape, y = edm, (2, 2, 8, 8, 3), Y
+    else:
+        model, shape, y = _oracle_model(0.8), (2, 4, 1, 1, 2), None
+    x0 = jax.random.normal(jax.random.key(2), shape)
+    context = None if k == 0 else jax.random.normal(jax.random.key(3), (2, k, *shape[2:]))
+    ar = Autoregressive(sampler, context_noise=c, window=window)
+    got = ar.sample(5, model, x0, y=y, context=context)
+    w = model.network.num_frames - 1 if window is None else window  # the cache's default
+    want = _manual_rollout(model, sampler, 5, x0, y=y, context=context, c=c, window=w)
+    assert bool(jnp.isfinite(got.x).all())
+    # EDM: outputs up to ~15 (σ_max = 10) through float32 churn steps
+    np.testing.assert_allclose(got.x, want, atol=1e-4 if kind == "video_dit" else 2e-5, rtol=0)
+    assert got.nfe == shape[1] * (sampler.nfe(model) + 1) + k
+
+
+def test_clean_context_resumes_a_rollout():
+    """Generating 3 frames, then giving the first 2 as clean context, reproduces frame 3."""
+    model = _oracle_model(0.8)
+    x0 = jax.random.normal(jax.random.key(0), (2, 3, 1, 1, 2))
+    ar = Autoregressive(Heun(4))
+    full = ar.sample(0, model, x0).x
+    # frame k depends only on the noise of frame k and the frames before it
+    resumed = ar.sample(0, model, x0[:, 2:], context=full[:, :2]).x
+    np.testing.assert_allclose(resumed[:, 0], full[:, 2], atol=1e-5, rtol=0)
+    alone = ar.sample(0, model, x0[:, 2:]).x
+    assert float(jnp.abs(alone[:, 0] - full[:, 2]).max()) > 1e-2
+
+
+def test_cfg_matches_the_guided_per_frame_math(sit):
+    """v = v(∅) + w·(v(y) − v(∅)), each branch with its own context (pushed with its label)."""
+    w, x0, null = 2.5, _noise(frames=2, seed=4), jnp.full_like(Y, 5)
+    context = jax.random.normal(jax.random.key(6), (2, 1, 8, 8, 3))
+    ar = Autoregressive(Euler(2))
+    got = ar.sample(0, sit, x0, y=Y, context=context, guidance=ClassifierFreeGuidance(w))
+    grid, frames = np.linspace(1.0, 0.0, 3), [context[:, 0]]
+    for k in range(2):
+        x = x0[:, k]
+        for i in range(2):
+            video = jnp.stack([*frames, x], 1)
+            t = jnp.concatenate([jnp.zeros((2, len(frames))), jnp.full((2, 1), grid[i])], 1)
+            cond, uncond = sit.pred(video, t, y=Y)[:, -1], sit.pred(video, t, y=null)[:, -1]
+            assert float(jnp.abs(cond - uncond).max()) > 1e-2  # the label matters
+            x = x + (grid[i + 1] - grid[i]) * (uncond + w * (cond - uncond))
+        frames.append(x)
+        np.testing.assert_allclose(got.x[:, k], x, atol=1e-5, rtol=0)
+
+
+def test_clear_errors(sit, net):
+    x0, ar = _noise(frames=2), Autoregressive(Euler(2))
+    with pytest.raises(SamplerConfigError, match=r"\[B, F, 8, 8, 3\]"):
+        ar.sample(0, sit, x0[:, 0], y=Y)
+    with pytest.raises(SamplerConfigError, match="context"):
+        ar.sample(0, sit, x0, y=Y, context=x0[:, :, :4])
+    with pytest.raises(SamplerConfigError, match="batch"):
+        ar.sample(0, sit, x0, y=Y, context=x0[:1])
+    with pytest.raises(SamplerConfigError, match="labels"):
+        ar.sample(0, sit, x0, guidance=ClassifierFreeGuidance(2.0))
+    with pytest.raises(SamplerConfigError, match="ClassifierFreeGuidance only"):
+        ar.sample(0, sit, x0, y=Y, guidance=Autoguidance(sit, 2.0))
+    with pytest.raises(SamplerConfigError, match="outside the model's time domain"):
+        Autoregressive(Euler(2), context_noise=1.5).sample(0, sit, x0, y=Y)
+    with pytest.raises(SamplerConfigError, match="window"):
+        Autoregressive(Euler(2), window=0)
+    with pytest.raises(SamplerConfigError, match="per-frame Sampler"):
+        Autoregressive("euler")
+    with pytest.raises(SamplerConfigError, match="full-sequence"):
+        Autoregressive(DiffusionForcingSampler(2))
+    non_causal = VideoDiT(num_frames=2, causal=False, num_classes=5, rngs=nnx.Rngs(0), **KW)
+    with pytest.raises(SamplerConfigError, match="causal=True"):
+        ar.sample(0, DiffusionForcing(SiTInterface(non_causal, rngs=nnx.Rngs(0))), x0, y=Y)
+    image = DiffusionForcing(SiTInterface(_NoCache(), rngs=nnx.Rngs(0)))
+    with pytest.raises(SamplerConfigError, match="lacks init_cache, step"):
+        ar.sample(0, image, x0, y=Y)
+    chunked = DiffusionForcing(SiTInterface(_Chunked(), rngs=nnx.Rngs(0)))
+    with pytest.raises(SamplerConfigError, match="temporal_patch=2"):
+        ar.sample(0, chunked, x0, y=Y)
+    with pytest.raises(SamplerConfigError, match="Interfaces"):
+        ar.sample(0, _full_forward(sit), x0, y=Y)
+    with pytest.raises(SamplerConfigError, match="noise matrix"):
+        DiffusionForcingSampler(2, matrix="diagonal")
+    with pytest.raises(SamplerConfigError, match=r"x_init: \[B, F, ...\]"):
+        DiffusionForcingSampler(2).sample(0, sit, x0[:, 0, 0, 0])
+
+
+class _NoCache(nnx.Module):
+    def __call__(self, x, t, *, y=None, train=False):
+        return x
+
+
+class _Chunked(_NoCache):
+    temporal_patch = 2
+
+    def init_cache(self, batch, window=None):
+        return ()
+
+    def step(self, x, t, cache, *, y=None):
+        return x, cache
+
+
+def test_frame_step_runs_the_base_formulas_on_one_frame(edm, net):
+    """FrameStep: EDM's own denoise/pred/score on one cached step equal the full forward's last
+    frame (the cache holding frame 0 at σ = 1)."""
+    x = _noise(frames=2, seed=7)
+    cache = edm.frame_step(edm.init_cache(2)).push(x[:, 0], jnp.ones(2), y=Y)
+    step = edm.frame_step(cache)
+    assert isinstance(step, FrameStep)
+    t = jnp.full((2, 2), 1.0).at[:, 1].set(0.7)
+    for name in ("denoise", "pred", "score"):
+        got = getattr(step, name)(x[:, 1], t[:, 1], y=Y)
+        want = getattr(edm, name)(x, t, y=Y)[:, 1]
+        np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5, err_msg=name)
+
+
+# --- a closed-form Gaussian-video oracle ---------------------------------------------------------
+
+
+TRACES = {"step": 0}  # GaussianVideoOracle.step traces (the jit test)
+
+
+class GaussianVideoOracle(nnx.Module):
+    """The exact velocity network of Gaussian videos on the SiT path, with the KV-cache protocol.
+
+    Videos `[F, D]` (frames of shape `[1, 1, D]`) are x ~ N(μ, K ⊗ S): K_ij = ρ^|i−j| (a
+    stationary AR(1) chain over frames, any length: given the previous frame, earlier ones tell
+    nothing), S the channel covariance. Frame j is seen at its own level t_j:
+    z_j = (1 − t_j)·x_j + t_j·n_j, i.e. z = A·x + T·n. Frame k's output is the exact velocity
+    E[n_k − x_k | z_V] over the visible frames V (causal: frames ≤ k, the last `window` + 1 of
+    them; joint: all frames):
+
+        C = A·Σ_V·A + T²,   E[x | z] = μ + Σ_V·A·C⁻¹(z − A·μ),   E[n | z] = T·C⁻¹(z − A·μ).
+
+    An empty cache slot is a frame at pure noise (t = 1, z = 0): it tells nothing.
+    """
+
+    def __init__(self, rho, mean, chan_cov, *, num_frames=3, causal=True, num_classes=None):
+        self.rho, self.causal, self.num_frames = float(rho), causal, num_frames
+        self.mean = tuple(map(float, mean))  # static (hashable) attributes
+        self.chan_cov = tuple(tuple(map(float, row)) for row in chan_cov)
+        self.num_classes = num_classes
+
+    def cov(self, frames) -> jax.Array:
+        """Σ over the frames with indices `frames` (flattened frame-major, channels inner)."""
+        i = np.asarray(frames)
+        k = self.rho ** np.abs(i[:, None] - i[None, :])
+        return jnp.asarray(np.kron(k, np.asarray(self.chan_cov)), jnp.float32)
+
+    def _velocity(self, z, t, frames):
+        """E[n_last − x_last | z] for frames (indices `frames`) z `[B, V, D]` at levels `[B, V]`."""
+        b, v, d = z.shape
+        a = jnp.repeat(1.0 - t, d, axis=1)  # diagonal of A, [B, V·D]
+        s = jnp.repeat(t, d, axis=1)  # diagonal of T
+        cov, mean = self.cov(frames), jnp.tile(jnp.asarray(self.mean), v)
+        c = a[:, :, None] * cov[None] * a[:, None, :] + jax.vmap(jnp.diag)(s**2)
+        w = jnp.linalg.solve(c, (z.reshape(b, v * d) - a * mean)[..., None])[..., 0]
+        ex = mean + jnp.einsum("ij,bj->bi", cov, a * w)
+        return (s * w - ex)[:, -d:]
+
+    def __call__(self, x, t, *, y=None, train=False, window=None):
+        b, frames = x.shape[:2]
+        z, out = x.reshape(b, frames, -1), []
+        t = jnp.broadcast_to(t if t.ndim == 2 else t[:, None], (b, frames))
+        for k in range(frames):
+            if self.causal:
+                lo = 0 if window is None else max(0, k - window)
+                idx = np.arange(lo, k + 1)
+            else:  # all frames visible, frame k last
+                idx = np.array([j for j in range(frames) if j != k] + [k])
+            out.append(self._velocity(z[:, idx], t[:, idx], idx))
+        return jnp.stack(out, axis=1).reshape(x.shape)
+
+    def init_cache(self, batch, window=None):
+        window = max(self.num_frames - 1, 1) if window is None else window
+        d = len(self.mean)
+        return (jnp.zeros((batch, window, d)), jnp.ones((batch, window)))
+
+    def step(self, x, t, cache, *, y=None):
+        TRACES["step"] += 1
+        zc, tc = cache
+        z = jnp.concatenate([zc, x.reshape(x.shape[0], 1, -1)], axis=1)
+        tt = jnp.concatenate([tc, t[:, None]], axis=1)
+        out = self._velocity(z, tt, np.arange(z.shape[1])).reshape(x.shape)
+        return out, (z[:, 1:], tt[:, 1:])
+
+
+def _oracle_model(rho, *, causal=True, num_frames=3):
+    """DiffusionForcing(SiT) on the Gaussian-video oracle: frames `[1, 1, 2]`."""
+    oracle = GaussianVideoOracle(
+        rho, [0.5, -0.3], [[1.0, 0.4], [0.4, 0.6]], num_frames=num_frames, causal=causal
+    )
+    return DiffusionForcing(SiTInterface(oracle, rngs=nnx.Rngs(0)))
