@@ -35,6 +35,7 @@ interface's continuous time grid, with an Euler, Heun or deterministic DDIM upda
 """
 
 import dataclasses
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -88,7 +89,7 @@ class DiffusionForcingSampler(Sampler):
     matrix: str = "pyramid"
     uncertainty_scale: float = 1.0
     update: str = "euler"
-    full_sequence = True  # runs the whole video per evaluation (not a per-frame sampler)
+    full_sequence: ClassVar[bool] = True  # the whole video per evaluation (not per frame)
 
     def __post_init__(self):
         super().__post_init__()
