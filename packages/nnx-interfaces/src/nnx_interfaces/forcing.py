@@ -236,6 +236,8 @@ class FrameStep:
         self.cache = cache
 
     def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name in ("_base", "cache"):  # not yet set (copy, pickle)
+            raise AttributeError(name)
         attr = inspect.getattr_static(type(self._base), name, None)
         if isinstance(attr, staticmethod):
             return attr.__func__

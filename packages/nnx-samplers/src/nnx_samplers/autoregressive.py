@@ -23,10 +23,12 @@ the data end is given to the network at `last_eval` (σ_min), without adding noi
 
 Classifier-free guidance: the conditional and the null-label branch keep separate caches, held
 as one 2B cache (rows [cond; uncond]), and every evaluation and push is one 2B network call.
-Randomness: the seed is split into a context key and a generation key; frame k of the
-generation uses `split(generation_key, F)[k]`, split again into (sampler key, context noise
-key); context frame j uses `split(context_key, K)[j]`. The whole rollout is ONE jitted program,
-cached per (rollout, sampler, model graph, guidance, grid); jit caches the shapes.
+The network sees the whole batch in each call (the sampler's `eval_batch` is not used: the
+cache belongs to the whole batch). Randomness: the seed is split into a context key and a
+generation key; frame k of the generation uses `split(generation_key, F)[k]`, split again into
+(sampler key, context-noise key); context frame j uses `split(context_key, K)[j]`. The whole
+rollout is ONE jitted program, cached per (rollout, sampler, model graph, guidance, grid); jit
+caches the shapes.
 
 The network protocol (duck-typed; `nnx_backbones.VideoDiT` has it):
     network.init_cache(batch, window) -> cache                  (a pytree of arrays)
