@@ -33,53 +33,57 @@ def _randomise(net, seed=0):
     return net
 
 
-def video_sf(kind="sit", **kw) -> SelfForcing:
-    net = _randomise(VideoDiT(num_frames=T, num_classes=3, rngs=nnx.Rngs(0), **KW))
+def video_sf(kind="sit", patch=1, frames=T, **kw) -> SelfForcing:
+    net = VideoDiT(num_frames=frames, temporal_patch=patch, num_classes=3, rngs=nnx.Rngs(0), **KW)
+    net = _randomise(net)
     rngs = lambda i: nnx.Rngs(0, time=10 * i + 1, noise=10 * i + 2)  # noqa: E731
     if kind == "sit":
         base = lambda n, i: SiTInterface(n, "uniform", t_shift_base=None, rngs=rngs(i))  # noqa: E731
     else:
         base = lambda n, i: EDMInterface(n, "lognormal", x_sigma=0.5, rngs=rngs(i))  # noqa: E731
-    gen = DiffusionForcing(base(net, 0))
+    gen = DiffusionForcing(base(net, 0), frames_per_level=patch)
     fake = DiffusionForcing(base(nnx.clone(net), 1), noise_levels="shared")
-    teacher = DiffusionForcing(base(nnx.clone(net), 2))
+    teacher = DiffusionForcing(base(nnx.clone(net), 2), frames_per_level=patch)
     kw.setdefault("generator_steps", K)
     return SelfForcing(gen, fake, teacher, **kw)
 
 
 def reference_rollout(sf, noise, exit_index, *, context=None, stop=True):
-    """The rollout written out with the causal full forward (no cache): frame f is denoised as
-    the last frame of [pushed context frames at t_ctx; x_k at t_k]. `stop`: earlier steps and
-    the pushed frames under stop_gradient (their keys/values still depend on θ here)."""
+    """The rollout written out with the causal full forward (no cache): frame (chunk of c
+    frames) f is denoised as the last frame (chunk) of [pushed context at t_ctx; x_k at t_k].
+    `stop`: earlier steps and the pushed frames under stop_gradient (their keys/values still
+    depend on θ here)."""
     sg = jax.lax.stop_gradient if stop else (lambda a: a)
     times = np.asarray(sf.generator_times())
     t_ctx = float(sf.grid_time(jnp.float32(sf.context_noise)))
     alpha_sigma = sf.teacher.alpha_sigma
+    c, frames = sf.generator.network.temporal_patch, noise.shape[2]
     pushed, outs = [], []
-    for f in range(T):
+    for f in range(0, frames, c):
 
         def G(x, t):
-            video = jnp.stack([*pushed, x], 1)
-            tt = jnp.concatenate([jnp.full((B, f), t_ctx), jnp.broadcast_to(t, (B,))[:, None]], 1)
-            return sf.generator.denoise(video, tt, y=Y)[:, -1]
+            video = jnp.concatenate([*pushed, x], 1)
+            tt = jnp.broadcast_to(jnp.broadcast_to(t, (B,))[:, None], (B, c))
+            tt = jnp.concatenate([jnp.full((B, f), t_ctx), tt], 1)
+            return sf.generator.denoise(video, tt, y=Y)[:, -c:]
 
-        x = alpha_sigma(jnp.float32(times[0]))[1] * noise[0, :, f]
+        bc = (exit_index[:, f] >= 1)[:, None, None, None, None].shape
+        x = alpha_sigma(jnp.float32(times[0]))[1] * noise[0, :, f : f + c]
         state, t_state = x, jnp.full((B,), times[0])
         for k in range(1, K):
             x_hat = sg(G(x, jnp.full((B,), times[k - 1])))
             a, s = alpha_sigma(jnp.float32(times[k]))
-            x = a * x_hat + s * noise[k, :, f]
-            pick = (exit_index[:, f] >= k)[:, None, None, None]
-            state = jnp.where(pick, x, state)
+            x = a * x_hat + s * noise[k, :, f : f + c]
+            state = jnp.where((exit_index[:, f] >= k).reshape(bc), x, state)
             t_state = jnp.where(exit_index[:, f] >= k, times[k], t_state)
         out = G(state, t_state)
         outs.append(out)
         push = sg(out)
         if context is not None:
             a, s = alpha_sigma(jnp.float32(t_ctx))
-            push = a * push + s * context[:, f]
+            push = a * push + s * context[:, f : f + c]
         pushed.append(push)
-    return jnp.stack(outs, 1)
+    return jnp.concatenate(outs, 1)
 
 
 def cached_reference(sf, noise, exit_index):
@@ -122,6 +126,23 @@ def test_cached_rollout_equals_the_causal_full_forward(kind, context_noise):
     if got is not None:
         last = jnp.full((B, T), K - 1)
         np.testing.assert_allclose(got, reference_rollout(sf, noise, last), atol=1e-5, rtol=1e-5)
+
+
+def test_cached_rollout_of_two_frame_chunks_equals_the_causal_full_forward():
+    """temporal_patch = 2: the rollout steps 2-frame chunks (one exit step per chunk)."""
+    sf = video_sf(patch=2, frames=4, exit_step="frame")
+    noise = jax.random.normal(jax.random.key(5), (K, B, 4, 4, 4, 2))
+    exit_index = jnp.asarray([[0, 0, 1, 1], [1, 1, 0, 0]])
+    got = nnx.jit(lambda m: m.rollout(noise, exit_index, y=Y))(sf)
+    np.testing.assert_allclose(got, reference_rollout(sf, noise, exit_index), atol=1e-5)
+    m = nnx.clone(sf)  # training draws: one exit per chunk
+    noise = jax.random.normal(m.rngs.noise(), (K, B, 4, 4, 4, 2))
+    exits = jnp.repeat(jax.random.randint(m.rngs.time(), (B, 2), 0, K), 2, axis=1)
+    want = m.rollout(noise, exits, y=Y)
+    got = nnx.clone(sf).generate_train((B, 4, 4, 4, 2), y=Y)
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    with pytest.raises(ValueError, match="whole number of chunks"):
+        sf.generate_train((B, 3, 4, 4, 2), y=Y)
 
 
 def _grads(sf, fn, w):
@@ -250,6 +271,8 @@ def test_training_rollout_draws_and_critic_loss(exit_step):
     want = m.rollout(noise, exits, y=Y)
     got = nnx.clone(sf).generate_train(SHAPE, y=Y)
     np.testing.assert_allclose(got, want, atol=1e-6)
+    if exit_step == "frame":
+        return
     # critic: the fake interface's loss on sg(the same rollout)
     m = nnx.clone(sf)
     samples = jax.lax.stop_gradient(m.generate_train(SHAPE, y=Y))
