@@ -170,7 +170,6 @@ class SelfForcing(DMD):
             raise ValueError("context_noise > 0 needs the context noise `context: [B, T, ...]`.")
         net = self.generator.network
         c = _chunk_frames(net, T)
-        times = self.generator_times()
         t_ctx = jnp.full((B,), self.grid_time(jnp.float32(self.context_noise)))
 
         def chunks(a: jax.Array, axis: int) -> jax.Array:  # frames on `axis` → [T/c, ..., (c), ...]
@@ -182,20 +181,14 @@ class SelfForcing(DMD):
         e_chunks = chunks(exit_index, 1)[..., 0] if c > 1 else chunks(exit_index, 1)  # [T/c, B]
         ctx = chunks(context, 1) if context is not None else jnp.zeros((T // c, 0))
 
-        def at(k: int) -> jax.Array:
-            return jnp.full((B,), times[k])
-
         def one_chunk(cache, inputs):
             z, exit_at, z_ctx = inputs
-            x = self._start(z[0])
-            state, t_state = x, jnp.full((B,), times[0])
-            for k in range(1, K):  # x_k from x_{k−1} without gradient; kept where exit ≥ k
-                x_hat = jax.lax.stop_gradient(self.step_denoise(x, at(k - 1), cache, y=y)[0])
-                x = self._renoise(x_hat, at(k), z[k])
-                pick = exit_at >= k
-                state = jnp.where(self.bcast_right(pick, x), x, state)
-                t_state = jnp.where(pick, times[k], t_state)
-            out, _ = self.step_denoise(state, t_state, cache, y=y)  # the frame, with gradient
+
+            def denoise(x, t):  # through the cache of the context, which stays as it is
+                return self.step_denoise(x, t, cache, y=y)[0]
+
+            state, t_state = self.backward_simulation(denoise, z, exit_at)  # no gradient
+            out = denoise(state, t_state)  # the frame, with gradient
             pushed = jax.lax.stop_gradient(out)
             if self.context_noise > 0:
                 pushed = self._renoise(pushed, t_ctx, z_ctx)
