@@ -17,7 +17,7 @@ from nnx_interfaces.gaussian_models import GaussianScore
 from nnx_interfaces.self_forcing import SelfForcing
 from nnx_interfaces.sit import SiTInterface
 
-KW = dict(input_size=4, patch_size=2, in_channels=2, hidden_size=32, depth=2, num_heads=4)
+KW = dict(input_size=4, patch_size=2, in_channels=2, hidden_size=32, depth=1, num_heads=2)
 B, T, K = 2, 3, 2
 SHAPE = (B, T, 4, 4, 2)
 Y = jnp.asarray([0, 2])
@@ -54,8 +54,8 @@ def reference_rollout(sf, noise, exit_index, *, context=None, stop=True):
     `stop`: earlier steps and the pushed frames under stop_gradient (their keys/values still
     depend on θ here)."""
     sg = jax.lax.stop_gradient if stop else (lambda a: a)
-    times = np.asarray(sf.generator_times())
-    t_ctx = float(sf.grid_time(jnp.float32(sf.context_noise)))
+    times = sf.generator_times()
+    t_ctx = sf.grid_time(jnp.float32(sf.context_noise))
     alpha_sigma = sf.teacher.alpha_sigma
     c, frames = sf.generator.network.temporal_patch, noise.shape[2]
     pushed, outs = [], []
@@ -68,11 +68,11 @@ def reference_rollout(sf, noise, exit_index, *, context=None, stop=True):
             return sf.generator.denoise(video, tt, y=Y)[:, -c:]
 
         bc = (exit_index[:, f] >= 1)[:, None, None, None, None].shape
-        x = alpha_sigma(jnp.float32(times[0]))[1] * noise[0, :, f : f + c]
+        x = alpha_sigma(times[0])[1] * noise[0, :, f : f + c]
         state, t_state = x, jnp.full((B,), times[0])
         for k in range(1, K):
             x_hat = sg(G(x, jnp.full((B,), times[k - 1])))
-            a, s = alpha_sigma(jnp.float32(times[k]))
+            a, s = alpha_sigma(times[k])
             x = a * x_hat + s * noise[k, :, f : f + c]
             state = jnp.where((exit_index[:, f] >= k).reshape(bc), x, state)
             t_state = jnp.where(exit_index[:, f] >= k, times[k], t_state)
@@ -80,7 +80,7 @@ def reference_rollout(sf, noise, exit_index, *, context=None, stop=True):
         outs.append(out)
         push = sg(out)
         if context is not None:
-            a, s = alpha_sigma(jnp.float32(t_ctx))
+            a, s = alpha_sigma(t_ctx)
             push = a * push + s * context[:, f : f + c]
         pushed.append(push)
     return jnp.concatenate(outs, 1)
@@ -90,16 +90,16 @@ def cached_reference(sf, noise, exit_index):
     """The rollout as a Python loop over `network.step` with the cache and earlier steps under
     stop_gradient explicitly (what the paper's no_grad blocks do)."""
     sg = jax.lax.stop_gradient
-    times = np.asarray(sf.generator_times())
+    times = sf.generator_times()
     cache = sf.generator.network.init_cache(B)
-    outs = []
+    outs, exits = [], np.asarray(exit_index)[0]  # both examples share the exits here
     for f in range(T):
-        x = sf.teacher.alpha_sigma(jnp.float32(times[0]))[1] * noise[0, :, f]
-        for k in range(int(exit_index[0, f])):  # both examples share the exit here
+        x = sf.teacher.alpha_sigma(times[0])[1] * noise[0, :, f]
+        for k in range(int(exits[f])):
             x_hat = sg(sf.step_denoise(x, jnp.full((B,), times[k]), cache, y=Y)[0])
-            a, s = sf.teacher.alpha_sigma(jnp.float32(times[k + 1]))
+            a, s = sf.teacher.alpha_sigma(times[k + 1])
             x = a * x_hat + s * noise[k + 1, :, f]
-        out, _ = sf.step_denoise(x, jnp.full((B,), times[int(exit_index[0, f])]), cache, y=Y)
+        out, _ = sf.step_denoise(x, jnp.full((B,), times[int(exits[f])]), cache, y=Y)
         _, cache = sf.step_denoise(sg(out), jnp.zeros((B,)), cache, y=Y)
         cache = sg(cache)
         outs.append(out)
@@ -148,7 +148,7 @@ def test_cached_rollout_of_two_frame_chunks_equals_the_causal_full_forward():
 def _grads(sf, fn, w):
     """∂/∂θ_generator of Σ w·fn(sf) as a flat dict of arrays."""
     only = nnx.All(nnx.Param, nnx.PathContains("generator"))
-    g = nnx.grad(lambda m: jnp.sum(w * fn(m)), argnums=nnx.DiffState(0, only))(sf)
+    g = nnx.jit(nnx.grad(lambda m: jnp.sum(w * fn(m)), argnums=nnx.DiffState(0, only)))(sf)
     return {str(k): np.asarray(v) for k, v in jax.tree_util.tree_flatten_with_path(g)[0]}
 
 
