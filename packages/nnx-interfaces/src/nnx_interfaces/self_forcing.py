@@ -63,12 +63,13 @@ class SelfForcing(DMD):
       teacher: the real score (a video interface), frozen.
       generator_steps: K few-step denoising steps per frame (paper: 4).
       fake_updates: critic updates per generator update (TTUR; paper: 5).
-      guidance, null_label, t_min, t_max, normalize: as `DMD`.
       exit_step: "rollout" (one exit step per rollout, Algorithm 1) or "frame" (per frame).
       context_noise: the time at which a generated frame enters the cache, as a fraction of the
         grid (0: clean).
       window: context frames held by the KV cache (default: the network's default).
       rngs: streams `noise`, `time` (default: the generator's).
+
+    `guidance`, `null_label`, `t_min`, `t_max` and `normalize` are as for `DMD`.
     """
 
     def __init__(
@@ -155,8 +156,9 @@ class SelfForcing(DMD):
           noise: `[K, B, T, ...]` normals, one per denoising step and frame.
           exit_index: `[B, T]` int, the step s ∈ {0..K−1} whose output each frame keeps (with
             gradient); constant within a chunk.
-          y: labels `[B]`; context: `[B, T, ...]` normals renoising the pushed frames (needed
-            when `context_noise > 0`).
+          y: labels `[B]`.
+          context: `[B, T, ...]` normals renoising the pushed frames (needed when
+            `context_noise > 0`).
         Returns:
           the video `[B, T, ...]`.
         """
