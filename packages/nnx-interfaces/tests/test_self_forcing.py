@@ -65,7 +65,7 @@ def reference_rollout(sf, noise, exit_index, *, context=None, stop=True):
             video = jnp.concatenate([*pushed, x], 1)
             tt = jnp.broadcast_to(jnp.broadcast_to(t, (B,))[:, None], (B, c))
             tt = jnp.concatenate([jnp.full((B, f), t_ctx), tt], 1)
-            return sf.generator.denoise(video, tt, y=Y)[:, -c:]
+            return sf.generator.denoise(video, tt, y=Y, window=sf.window)[:, -c:]
 
         bc = (exit_index[:, f] >= 1)[:, None, None, None, None].shape
         x = alpha_sigma(times[0])[1] * noise[0, :, f : f + c]
@@ -112,9 +112,13 @@ def _draws(seed=3):
     return noise, jax.random.normal(kc, SHAPE), jax.random.normal(kw, SHAPE)
 
 
-@pytest.mark.parametrize("kind, context_noise", [("sit", 0.0), ("sit", 0.3), ("edm", 0.0)])
-def test_cached_rollout_equals_the_causal_full_forward(kind, context_noise):
-    sf = video_sf(kind, context_noise=context_noise)
+@pytest.mark.parametrize(
+    "kind, context_noise, window", [("sit", 0.0, None), ("sit", 0.3, None), ("edm", 0.0, None),
+                                    ("sit", 0.0, 1)]
+)  # fmt: skip
+def test_cached_rollout_equals_the_causal_full_forward(kind, context_noise, window):
+    """Also with a 1-frame rolling cache: the full forward with a 1-frame sliding window."""
+    sf = video_sf(kind, context_noise=context_noise, window=window)
     noise, context, _ = _draws()
     exit_index = jnp.asarray([[0, 1, 1], [1, 0, 1]])  # both branches in a frame and a batch
     ctx = context if context_noise > 0 else None
@@ -122,7 +126,7 @@ def test_cached_rollout_equals_the_causal_full_forward(kind, context_noise):
     want = reference_rollout(sf, noise, exit_index, context=ctx)
     np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
     # sampling exits every frame at the last step
-    got = nnx.jit(lambda m: m.generate(noise, y=Y))(sf) if context_noise == 0 else None
+    got = nnx.jit(lambda m: m.generate(noise, y=Y))(sf) if kind == "edm" else None
     if got is not None:
         last = jnp.full((B, T), K - 1)
         np.testing.assert_allclose(got, reference_rollout(sf, noise, last), atol=1e-5, rtol=1e-5)
@@ -207,7 +211,8 @@ class ToyCausalNet(nnx.Module):
         raise NotImplementedError  # the rollout only steps
 
 
-def test_dm_gradient_on_the_rollout_is_the_closed_form_dmd_direction():
+@pytest.mark.parametrize("normalize", [True, False])
+def test_dm_gradient_on_the_rollout_is_the_closed_form_dmd_direction(normalize):
     """Generator gradient of mean L_DM(rollout) = mean_i Σ (g/D)·∂x/∂θ with g = (x̂_fake −
     x̂_real)/mean|x − x̂_real| from the Gaussian posteriors (NumPy) and the truncated ∂x/∂θ:
     ∂x/∂a = the frame's state at its exit step, ∂x/∂b = 1, ∂x/∂c = the context mean."""
@@ -216,7 +221,8 @@ def test_dm_gradient_on_the_rollout_is_the_closed_form_dmd_direction():
         SiTInterface(ToyCausalNet(a, b, c, rngs=nnx.Rngs(0)), "uniform", t_shift_base=None)
     )
     r = nnx.Rngs(time=1, noise=2)
-    sf = SelfForcing(gen, GaussianScore(FM, FS, rngs=r), GaussianScore(MU, S, rngs=r))
+    fake, teacher = GaussianScore(FM, FS, rngs=r), GaussianScore(MU, S, rngs=r)
+    sf = SelfForcing(gen, fake, teacher, normalize=normalize)
     rng = np.random.default_rng(0)
     z = rng.normal(size=(sf.generator_steps, batch, T, D)).astype(np.float32)
     n = rng.normal(size=(batch, T, D)).astype(np.float32)
@@ -251,7 +257,8 @@ def test_dm_gradient_on_the_rollout_is_the_closed_form_dmd_direction():
         return m + al * s**2 / (al**2 * s**2 + sg**2) * (x_t - al * m)
 
     real, fake = post(MU, S), post(FM, FS)
-    g = (fake - real) / np.mean(np.abs(x - real), axis=(1, 2), keepdims=True) / (T * D)
+    w = np.mean(np.abs(x - real), axis=(1, 2), keepdims=True) if normalize else 1.0
+    g = (fake - real) / w / (T * D)
     np.testing.assert_allclose(x, np.asarray(sf.rollout(jnp.asarray(z), jnp.asarray(exits))),
                                rtol=1e-5, atol=1e-5)  # fmt: skip
     np.testing.assert_allclose(grads["a"], np.mean(np.sum(g * state, 1), 0), rtol=1e-4)
