@@ -132,8 +132,8 @@ def test_trains_a_causal_video_dit():
 
 
 def test_levels_per_group_of_frames(oracle_net):
-    """frames_per_level=2: one level per 2-frame chunk (independent across chunks); a network
-    with temporal_patch = 2 refuses per-frame levels."""
+    """frames_per_level=2: one level per 2-frame chunk (independent across chunks); per-frame
+    training levels for a network with temporal_patch = 2 are refused."""
     x = LINEAR.sample_data(jax.random.key(6), (B, T, 2))
     _, aux = DiffusionForcing(_sit(oracle_net), frames_per_level=2).loss(x, return_aux=True)
     np.testing.assert_array_equal(aux["t"][:, 0::2], aux["t"][:, 1::2])
@@ -148,6 +148,8 @@ def test_levels_per_group_of_frames(oracle_net):
         DiffusionForcing(_sit(oracle_net), frames_per_level=0)
     net = _sit(oracle_net).network
     net.temporal_patch = 2
+    sit = SiTInterface(net, "uniform", t_shift_base=None)
     with pytest.raises(InterfaceConfigError, match="frames_per_level=2"):
-        DiffusionForcing(SiTInterface(net, "uniform", t_shift_base=None))
-    DiffusionForcing(SiTInterface(net, "uniform", t_shift_base=None), noise_levels="shared")
+        DiffusionForcing(sit).loss(x)  # built (a sampler may use it), but not trained per frame
+    shared = DiffusionForcing(sit, noise_levels="shared")
+    assert shared.sample_t((B, T)).shape == (B, T)

@@ -63,13 +63,6 @@ class DiffusionForcing(Interfaces):
             raise InterfaceConfigError(
                 f"frames_per_level must be a positive integer; got {frames_per_level!r}."
             )
-        patch = int(getattr(base.network, "temporal_patch", 1))
-        if noise_levels == "independent" and frames_per_level % patch:
-            raise InterfaceConfigError(
-                f"the network conditions each {patch}-frame chunk on one time (temporal_patch="
-                f"{patch}), but frames_per_level={frames_per_level} would give the frames of a "
-                f"chunk different levels; use DiffusionForcing(..., frames_per_level={patch})."
-            )
         super().__init__(base.network, base.train_time_dist_type, rngs=base.rngs)
         self.base = base
         self.noise_levels = noise_levels
@@ -104,11 +97,19 @@ class DiffusionForcing(Interfaces):
         self, shape: tuple[int, ...], data_shape: tuple[int, ...] | None = None
     ) -> jax.Array:
         """Training levels `[B, T]` (`shape`): independent per frame (per group of
-        `frames_per_level` frames), or one per clip repeated. `data_shape`: one frame's shape
-        (SiT's resolution shift is per frame)."""
+        `frames_per_level` frames, which must hold whole chunks of a network with
+        `temporal_patch`), or one per clip repeated. `data_shape`: one frame's shape (SiT's
+        resolution shift is per frame)."""
         if len(shape) != 2:
             raise ValueError(f"DiffusionForcing draws [B, T] times; got shape {shape}.")
         group = self.frames_per_level
+        patch = int(getattr(self.network, "temporal_patch", 1))
+        if self.noise_levels == "independent" and group % patch:
+            raise InterfaceConfigError(
+                f"the network conditions each {patch}-frame chunk on one time (temporal_patch="
+                f"{patch}), but frames_per_level={group} would give the frames of a chunk "
+                f"different training levels; use DiffusionForcing(..., frames_per_level={patch})."
+            )
         if self.noise_levels == "independent" and shape[1] % group:
             raise ValueError(
                 f"frames_per_level={group} needs T a multiple of {group}; got T = {shape[1]}."
