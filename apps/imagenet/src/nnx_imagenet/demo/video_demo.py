@@ -1,0 +1,163 @@
+"""After the trainer finishes the video demo: autoregressive videos, GIFs and the report.
+
+Writes into the workdir:
+    videos/class_<d>.gif     one generated video per class (4× enlarged, 10 frames/s)
+    videos_per_class.gif     all ten side by side
+    videos_per_class.png     every frame of those ten, one row per video
+    loss_curve.png           training loss from metrics.jsonl
+    video_report.{json,txt}  class consistency and motion of the generated videos, next to the
+                             same numbers for the real held-out training videos (the ceiling)
+
+Generation is autoregressive: frame k is denoised from noise by the configured sampler with the
+KV cache holding the previous (≤ clip length − 1) clean frames, then pushed into the cache
+(`VideoDiT.step`); the cache rolls, so the videos (4 clip lengths) are longer than the clips
+the model was trained on.
+"""
+
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from PIL import Image
+
+from nnx_imagenet.data.digits import NUM_CLASSES, load_digits_split
+from nnx_imagenet.data.moving_digits import moving_digit_videos
+from nnx_imagenet.demo.digits_demo import read_losses
+from nnx_imagenet.demo.plots import save_loss_curve
+from nnx_imagenet.demo.video_report import fit_crop_classifier, video_report, write_video_report
+
+LENGTH_FACTOR = 4  # generated videos are this many training clips long
+GIF_SCALE = 4
+REAL_VIDEOS = 400  # held-out real videos scored as the ceiling
+
+
+def frame_by_frame(
+    iface, key: jax.Array, labels: jax.Array, num_frames: int, num_steps: int
+) -> jax.Array:
+    """Videos `[B, num_frames, H, W, C]`: each frame integrated with Euler from the noise end
+    to the data end of the interface's time domain over `num_steps` uniform steps, attending to
+    the cached clean frames, then pushed into the rolling KV cache (one `lax.scan` over frames).
+
+    Temporary: replaced by `nnx_samplers.Autoregressive` once that lands (issue #18).
+    """
+    net = iface.network
+    b = labels.shape[0]
+    shape = (b, *net.input_size, net.in_channels)
+    domain = iface.time_domain
+    grid = jnp.linspace(domain.noise, domain.data, num_steps + 1)
+
+    def pred(x, t, cache):
+        t = jnp.full((b,), t, jnp.float32)
+        f, _ = net.step(iface.bcast_right(iface.c_in(t), x) * x, iface.c_noise(t), cache, y=labels)
+        return iface.precondition(x, t, f)
+
+    def one_frame(cache, k):
+        x = jax.random.normal(k, shape)
+        _, sigma = iface.alpha_sigma(jnp.full((b,), domain.noise))
+        x = iface.bcast_right(sigma, x) * x
+
+        def euler(i, x):
+            return x + (grid[i + 1] - grid[i]) * pred(x, grid[i], cache)
+
+        x = jax.lax.fori_loop(0, num_steps, euler, x)
+        t_data = jnp.full((b,), domain.data, jnp.float32)
+        _, cache = net.step(iface.bcast_right(iface.c_in(t_data), x) * x,
+                            iface.c_noise(t_data), cache, y=labels)  # fmt: skip
+        return cache, x
+
+    _, frames = jax.lax.scan(one_frame, net.init_cache(b), jax.random.split(key, num_frames))
+    return jnp.moveaxis(frames, 0, 1)
+
+
+def generate_videos(
+    config: ml_collections.ConfigDict, state: dict, labels: np.ndarray, num_frames: int
+) -> np.ndarray:
+    """`len(labels)` videos `[N, num_frames, H, W, C]` in [−1, 1] from the `eval.ema` weights."""
+    from flax import nnx
+
+    from nnx_imagenet.sampling import interface_from_state
+
+    iface = interface_from_state(config, state, ema=config.eval.ema)
+    steps = int(config.sample.sampler.get("num_steps", 16))
+
+    @nnx.jit(static_argnums=(3,))
+    def run(iface, key, labels, n):
+        return frame_by_frame(iface, key, labels, n, steps)
+
+    key = jax.random.key(config.seed + 12345)
+    return np.asarray(run(iface, key, jnp.asarray(labels), num_frames), np.float32)
+
+
+def save_gif(video: np.ndarray, path: Path, *, scale: int = GIF_SCALE, fps: int = 10) -> None:
+    """An animated GIF of `video` `[T, H, W(, 1)]` in [−1, 1], enlarged `scale`×, looping."""
+    frames = np.clip(np.round((np.asarray(video)[..., 0] + 1.0) * 127.5), 0, 255).astype(np.uint8)
+    images = [Image.fromarray(f).resize((f.shape[1] * scale, f.shape[0] * scale), Image.NEAREST)
+              for f in frames]  # fmt: skip
+    path.parent.mkdir(parents=True, exist_ok=True)
+    images[0].save(path, save_all=True, append_images=images[1:], duration=1000 // fps, loop=0)
+
+
+def side_by_side(videos: np.ndarray, gap: int = 2) -> np.ndarray:
+    """Videos `[N, T, H, W, C]` → one video `[T, H, N·(W + gap) − gap, C]` (grey gaps)."""
+    n, t, h, w, c = videos.shape
+    out = np.zeros((t, h, n * (w + gap) - gap, c), np.float32)
+    for i in range(n):
+        out[:, :, i * (w + gap) : i * (w + gap) + w] = videos[i]
+    return out
+
+
+def real_videos(config: ml_collections.ConfigDict, num_frames: int, limit: int = REAL_VIDEOS):
+    """Held-out real moving-digit videos `[N, num_frames, 32, 32, 1]` in [−1, 1] and labels."""
+    kw = config.data.kwargs
+    videos, labels = [], []
+    for _, _, y, video, _ in moving_digit_videos(
+        "val", num_frames=num_frames, held_out=kw.held_out
+    ):
+        videos.append(video)
+        labels.append(y)
+        if len(videos) == limit:
+            break
+    return np.stack(videos)[..., None].astype(np.float32) / 127.5 - 1.0, np.asarray(labels)
+
+
+def finish_video_demo(config: ml_collections.ConfigDict, state: dict, train_seconds: float) -> dict:
+    """Generate `eval.num_images` videos (classes in turn), score them and the real held-out
+    videos, write the files (module docstring); return the report."""
+    from nnx_train.callbacks import save_grid
+
+    workdir = Path(config.workdir)
+    num_frames = LENGTH_FACTOR * int(config.data.shape[0])
+    labels = np.arange(int(config.eval.num_images), dtype=np.int32) % NUM_CLASSES
+    start = time.perf_counter()
+    videos = generate_videos(config, state, labels, num_frames)
+    gen_seconds = time.perf_counter() - start
+
+    xtr, ytr = load_digits_split(held_out=config.data.kwargs.held_out)["train"]
+    classifier = fit_crop_classifier(xtr, ytr)
+    real, real_labels = real_videos(config, num_frames)
+    s = config.sample.sampler
+    report = {
+        "generated": video_report(classifier, videos, labels),
+        "training": video_report(classifier, real, real_labels),
+        "generation": f"autoregressive, {s.get('num_steps', 16)} Euler steps per frame, "
+        f"rolling KV cache of {int(config.data.shape[0]) - 1} frames",
+        "generation_seconds": gen_seconds,
+        "train_steps": int(config.total_steps),
+        "train_seconds": float(train_seconds),
+    }
+    report["passed"] = report["generated"]["passed"]
+    write_video_report(report, workdir)
+
+    first = [int(np.flatnonzero(labels == c)[0]) for c in range(NUM_CLASSES) if np.any(labels == c)]
+    for i in first:
+        save_gif(videos[i], workdir / "videos" / f"class_{labels[i]}.gif")
+    save_gif(side_by_side(videos[first]), workdir / "videos_per_class.gif")
+    save_grid(videos[first], labels[first], str(workdir / "videos_per_class.png"), cell=32)
+    steps, losses, resumed = read_losses(workdir)
+    if np.isfinite(losses).sum() >= 2:
+        save_loss_curve(steps, losses, workdir / "loss_curve.png",
+                        smooth=max(1, len(steps) // 20), resumed_at=resumed)  # fmt: skip
+    return report
