@@ -21,16 +21,14 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from PIL import Image
 
 from nnx_imagenet.data.digits import NUM_CLASSES, load_digits_split
 from nnx_imagenet.data.moving_digits import moving_digit_videos
 from nnx_imagenet.demo.digits_demo import read_losses
-from nnx_imagenet.demo.plots import save_loss_curve
+from nnx_imagenet.demo.plots import save_gif, save_loss_curve
 from nnx_imagenet.demo.video_report import fit_crop_classifier, video_report, write_video_report
 
 LENGTH_FACTOR = 4  # generated videos are this many training clips long
-GIF_SCALE = 4
 REAL_VIDEOS = 400  # held-out real videos scored as the ceiling
 
 
@@ -91,13 +89,11 @@ def generate_videos(
     return np.asarray(run(iface, key, jnp.asarray(labels), num_frames), np.float32)
 
 
-def save_gif(video: np.ndarray, path: Path, *, scale: int = GIF_SCALE, fps: int = 10) -> None:
-    """An animated GIF of `video` `[T, H, W(, 1)]` in [−1, 1], enlarged `scale`×, looping."""
-    frames = np.clip(np.round((np.asarray(video)[..., 0] + 1.0) * 127.5), 0, 255).astype(np.uint8)
-    images = [Image.fromarray(f).resize((f.shape[1] * scale, f.shape[0] * scale), Image.NEAREST)
-              for f in frames]  # fmt: skip
-    path.parent.mkdir(parents=True, exist_ok=True)
-    images[0].save(path, save_all=True, append_images=images[1:], duration=1000 // fps, loop=0)
+def to_uint8(x: np.ndarray) -> np.ndarray:
+    """[−1, 1] → uint8 as every generated image is stored (`nnx_eval.generate.to_uint8`)."""
+    from nnx_eval.generate import to_uint8 as convert
+
+    return np.asarray(convert(jnp.asarray(x)))
 
 
 def side_by_side(videos: np.ndarray, gap: int = 2) -> np.ndarray:
@@ -153,8 +149,8 @@ def finish_video_demo(config: ml_collections.ConfigDict, state: dict, train_seco
 
     first = [int(np.flatnonzero(labels == c)[0]) for c in range(NUM_CLASSES) if np.any(labels == c)]
     for i in first:
-        save_gif(videos[i], workdir / "videos" / f"class_{labels[i]}.gif")
-    save_gif(side_by_side(videos[first]), workdir / "videos_per_class.gif")
+        save_gif(to_uint8(videos[i]), workdir / "videos" / f"class_{labels[i]}.gif")
+    save_gif(to_uint8(side_by_side(videos[first])), workdir / "videos_per_class.gif")
     save_grid(videos[first], labels[first], str(workdir / "videos_per_class.png"), cell=32)
     steps, losses, resumed = read_losses(workdir)
     if np.isfinite(losses).sum() >= 2:

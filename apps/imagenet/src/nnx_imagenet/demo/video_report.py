@@ -5,13 +5,14 @@ background. Per frame, the digit's centre of mass (mass m = Σ p, over foregroun
 
     c = Σ p·(row, col) / m
 
-locates an 8×8 crop whose top-left corner is round(c − 3.5) (clipped to the canvas). The class
+locates an 8×8 crop whose top-left corner is ⌊c − 3.5 + ½⌋ (clipped to the canvas). The class
 score is the fraction of frames whose crop the demo's digits classifier (trained on the real
 training digits re-centred by the same crop) assigns to the conditioning label.
 
 Motion (the training videos move with a constant per-axis speed s ∈ `SPEEDS` px/frame and bounce
 off the walls): per video and axis, s = median |Δc| over consecutive frames must lie within `TOL`
-of a training speed, and each step Δc_k must either keep that speed (||Δc_k| − s| ≤ TOL) or be
+of a training speed, and each step Δc_k must either keep that speed (||Δc_k| − s| ≤ TOL, in
+the previous step's direction unless at the video's extreme position on that axis) or be
 a bounce: |Δc_k| ≤ s + TOL at the video's extreme position on that axis (within TOL), with the
 direction reversed around it (Δc_{k−1}·Δc_{k+1} < 0 where both exist). The motion score is the
 fraction of consecutive frame pairs that pass on both axes with a digit in both frames. A
@@ -54,10 +55,12 @@ def centre_of_mass(frames: np.ndarray) -> np.ndarray:
 
 
 def crop_digits(frames: np.ndarray, com: np.ndarray) -> np.ndarray:
-    """8×8 crops `[..., 8, 8]` of frames `[..., H, W]` whose top-left is round(com − 3.5)."""
+    """8×8 crops `[..., 8, 8]` of frames `[..., H, W]` whose top-left is ⌊com − 3.5 + ½⌋."""
     flat = frames.reshape(-1, *frames.shape[-2:])
     centres = np.nan_to_num(com.reshape(-1, 2), nan=(frames.shape[-1] - 1) / 2)
-    top_left = np.clip(np.round(centres - (DIGIT - 1) / 2), 0, np.array(flat.shape[1:]) - DIGIT)
+    # round half up (not NumPy's half to even), so a shifted digit is cropped shifted alike
+    top_left = np.floor(centres - (DIGIT - 1) / 2 + 0.5 + 1e-6)
+    top_left = np.clip(top_left, 0, np.array(flat.shape[1:]) - DIGIT)
     crops = np.stack([f[r : r + DIGIT, c : c + DIGIT]
                       for f, (r, c) in zip(flat, top_left.astype(int), strict=True)])  # fmt: skip
     return crops.reshape(*frames.shape[:-2], DIGIT, DIGIT)
@@ -89,12 +92,13 @@ def motion_ok(com: np.ndarray, speeds=SPEEDS, tol: float = TOL) -> np.ndarray:
         s = float(np.nanmedian(np.abs(d)))
         if not np.isfinite(s) or min(abs(s - v) for v in speeds) > tol:
             return np.zeros(len(d), bool)
-        straight = np.abs(np.abs(d) - s) <= tol
         lo, hi = np.nanmin(c), np.nanmax(c)
         pair_lo, pair_hi = np.fmin(c[:-1], c[1:]), np.fmax(c[:-1], c[1:])
         at_wall = (pair_lo <= lo + tol) | (pair_hi >= hi - tol)
         prev = np.concatenate([[np.nan], d[:-1]])
         nxt = np.concatenate([d[1:], [np.nan]])
+        turned = np.isfinite(prev) & (prev * d < 0)  # direction reversed: only at a wall
+        straight = (np.abs(np.abs(d) - s) <= tol) & (~turned | at_wall)
         both = np.isfinite(prev) & np.isfinite(nxt)
         reverses = np.where(both, prev * nxt < 0, True)
         bounce = (np.abs(d) <= s + tol) & at_wall & reverses
