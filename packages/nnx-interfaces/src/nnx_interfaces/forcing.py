@@ -17,8 +17,21 @@ frame (t `[B, T]` broadcasts over each frame's entries), so a frame-causal video
 cleaner context. With all frames at one level the loss is the base's image loss on the frames.
 Supported bases: `SiTInterface` (velocity) and `EDMInterface` (denoiser with λ(σ)); their losses
 have exactly the form above.
+
+Frame-by-frame evaluation (KV cache). A causal video network with the cache protocol
+`init_cache(batch, window) -> cache` and `step(x [B, H, W, C], t [B], cache, *, y=None) ->
+(out, cache)` (e.g. `VideoDiT`) evaluates one frame attending to cached context frames.
+`frame_step(cache)` gives the base interface with its network call replaced by that step:
+
+    F^k = network.step(c_in(t)·x^k, c_noise(t), cache)[0]        one frame, t: [B]
+    pred / denoise / score = the base's formulas on F^k
+
+and `FrameStep.push(x^k, t)` runs the same step and keeps the returned cache (frame k stored
+as context at level t). Autoregressive samplers (`nnx_samplers.Autoregressive`) use these.
 """
 
+import inspect
+import types
 from typing import Any
 
 import jax
@@ -178,3 +191,82 @@ class DiffusionForcing(Interfaces):
                 f"[B]); got t.shape = {tuple(t.shape)} for x of shape {tuple(x.shape)}."
             )
         return t
+
+    # --- frame by frame with a KV cache (autoregressive sampling) -------------------------------
+    def init_cache(self, batch_size: int, window: int | None = None) -> Any:
+        """An empty KV cache of the causal video network for `batch_size` rows and `window`
+        context frames (None: the network's default)."""
+        check_frame_network(self.network)
+        return self.network.init_cache(batch_size, window)
+
+    def frame_step(self, cache: Any) -> "FrameStep":
+        """The base interface evaluated on ONE frame through `network.step` on `cache` (module
+        docstring): `pred`/`denoise`/`score(x [B, H, W, C], t [B], y=)`, and `push`."""
+        check_frame_network(self.network)
+        return FrameStep(self.base, cache)
+
+
+def check_frame_network(network: Any) -> None:
+    """Raise `InterfaceConfigError` unless `network` is a frame-causal network with the KV-cache
+    protocol `init_cache(batch, window)` / `step(x, t, cache, *, y=None) -> (out, cache)`."""
+    missing = [m for m in ("init_cache", "step") if not callable(getattr(network, m, None))]
+    if missing:
+        raise InterfaceConfigError(
+            f"Frame-by-frame (KV-cache) evaluation needs a network with init_cache(batch, window) "
+            f"and step(x, t, cache, *, y=None) -> (out, cache); {type(network).__name__} lacks "
+            f"{', '.join(missing)}. Use a causal video network such as nnx_backbones.VideoDiT."
+        )
+    if not getattr(network, "causal", True):
+        raise InterfaceConfigError(
+            f"Frame-by-frame (KV-cache) evaluation needs a frame-causal network; "
+            f"{type(network).__name__} was built with causal=False (build it with causal=True)."
+        )
+
+
+class FrameStep:
+    """An image interface whose network call is one KV-cached frame step (module docstring).
+
+    Every method and property of `base` is evaluated with `self` = this object, so the base's own
+    formulas (preconditioning, pred, denoise, score) run unchanged; only `network_output` differs:
+    F = network.step(c_in(t)·x, c_noise(t), cache, y=y)[0] with `x: [B, H, W, C]`, `t: [B]`.
+    """
+
+    def __init__(self, base: Interfaces, cache: Any):
+        self._base = base
+        self.cache = cache
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name in ("_base", "cache"):  # not yet set (copy, pickle)
+            raise AttributeError(name)
+        attr = inspect.getattr_static(type(self._base), name, None)
+        if isinstance(attr, staticmethod):
+            return attr.__func__
+        if isinstance(attr, classmethod):
+            return attr.__get__(None, type(self._base))
+        if isinstance(attr, property):
+            return attr.fget(self)
+        if inspect.isfunction(attr):
+            return types.MethodType(attr, self)
+        return getattr(self._base, name)
+
+    def _step(self, x: jax.Array, t: jax.Array, y: jax.Array | None, kwargs: dict):
+        unknown = {k for k, v in kwargs.items() if v is not None and k != "train"}
+        if unknown or kwargs.get("train"):
+            got = sorted(unknown) or "train=True"
+            raise InterfaceConfigError(
+                f"A KV-cached frame step takes only y= (inference); got {got}."
+            )
+        x_in = self.bcast_right(self.c_in(t), x) * x
+        return self._base.network.step(x_in, self.c_noise(t), self.cache, y=y)
+
+    def network_output(
+        self, x_t: jax.Array, t: jax.Array, *args, y: jax.Array | None = None, **kwargs
+    ) -> tuple[jax.Array, None]:
+        """F = network.step(c_in(t)·x_t, c_noise(t), cache, y=y)[0] for one frame `[B, H, W, C]`."""
+        if args:
+            raise InterfaceConfigError("A KV-cached frame step takes labels only as y=.")
+        return self._step(x_t, t, y, kwargs)[0], None
+
+    def push(self, x: jax.Array, t: jax.Array, *, y: jax.Array | None = None) -> Any:
+        """The cache with frame `x: [B, H, W, C]` at level `t: [B]` appended as context."""
+        return self._step(x, t, y, {})[1]

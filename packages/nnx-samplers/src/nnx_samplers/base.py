@@ -112,6 +112,16 @@ class Sampler(abc.ABC):
     def check(self, info: ModelInfo) -> None:  # noqa: B027 (optional hook)
         """Raise `SamplerConfigError` if the model lacks what this sampler needs."""
 
+    def prepare(self, model) -> "Sampler":
+        """This sampler with its per-model constants resolved (NumPy, at bind time), ready for
+        `integrate`; itself by default (`EDMSampler` adds its churn plan)."""
+        return self
+
+    def nfe_for_shape(self, nfe: int, shape: tuple[int, ...]) -> int:
+        """Evaluations per sample for `x_init` of `shape`, given `count_nfe`'s `nfe` (equal
+        unless the work depends on the shape, e.g. a noise matrix over the frames)."""
+        return nfe
+
     # --- public API ---------------------------------------------------------------------------
     def grid(self, model) -> np.ndarray:
         """The `[N+1]` time grid this sampler uses for `model` (noise side first)."""
@@ -204,7 +214,8 @@ class BoundSampler:
             )
         program = self.programs[1 if return_trajectory else 0]
         x, traj = program(self.state, self.guide_state, resolve_key(rngs_or_key), x_init, y)
-        return SampleResult(x=x, nfe=self.nfe, trajectory=traj, times=self.times)
+        nfe = self.sampler.nfe_for_shape(self.nfe, tuple(x_init.shape))
+        return SampleResult(x=x, nfe=nfe, trajectory=traj, times=self.times)
 
 
 def check_velocity(sampler: Sampler, info: ModelInfo) -> None:

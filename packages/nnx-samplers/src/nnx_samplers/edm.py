@@ -165,9 +165,12 @@ class EDMSampler(Sampler):
         noise_std = np.where(churn, sig_hat * np.sqrt(1.0 - rho**2) * self.s_noise, 0.0)
         return ChurnPlan(gamma, t_hat, scale, noise_std, churn)
 
+    def prepare(self, model) -> "EDMSampler":
+        """This sampler with its churn plan for `model` (what `integrate` needs)."""
+        return dataclasses.replace(self, _plan=self.churn_plan(model).as_static())
+
     def bind(self, model, **kwargs):
-        plan = self.churn_plan(model).as_static()
-        return Sampler.bind(dataclasses.replace(self, _plan=plan), model, **kwargs)
+        return Sampler.bind(self.prepare(model), model, **kwargs)
 
     def integrate(self, f, key, x_init, grid, info, trajectory):
         if self._plan is None:
