@@ -8,10 +8,10 @@ Writes into the workdir:
     video_report.{json,txt}  class consistency and motion of the generated videos, next to the
                              same numbers for the real held-out training videos (the ceiling)
 
-Generation is autoregressive: frame k is denoised from noise by the configured sampler with the
-KV cache holding the previous (≤ clip length − 1) clean frames, then pushed into the cache
-(`VideoDiT.step`); the cache rolls, so the videos (4 clip lengths) are longer than the clips
-the model was trained on.
+Generation is autoregressive (`nnx_samplers.Autoregressive`): frame k is denoised from noise by
+the configured per-frame sampler with the KV cache holding the previous (≤ clip length − 1)
+clean frames, then pushed into the cache (`VideoDiT.step`); the cache rolls, so the videos (4
+clip lengths) are longer than the clips the model was trained on.
 """
 
 import time
@@ -32,61 +32,27 @@ LENGTH_FACTOR = 4  # generated videos are this many training clips long
 REAL_VIDEOS = 400  # held-out real videos scored as the ceiling
 
 
-def frame_by_frame(
-    iface, key: jax.Array, labels: jax.Array, num_frames: int, num_steps: int
-) -> jax.Array:
-    """Videos `[B, num_frames, H, W, C]`: each frame integrated with Euler from the noise end
-    to the data end of the interface's time domain over `num_steps` uniform steps, attending to
-    the cached clean frames, then pushed into the rolling KV cache (one `lax.scan` over frames).
-
-    Temporary: replaced by `nnx_samplers.Autoregressive` once that lands (issue #18).
-    """
-    net = iface.network
-    b = labels.shape[0]
-    shape = (b, *net.input_size, net.in_channels)
-    domain = iface.time_domain
-    grid = jnp.linspace(domain.noise, domain.data, num_steps + 1)
-
-    def pred(x, t, cache):
-        t = jnp.full((b,), t, jnp.float32)
-        f, _ = net.step(iface.bcast_right(iface.c_in(t), x) * x, iface.c_noise(t), cache, y=labels)
-        return iface.precondition(x, t, f)
-
-    def one_frame(cache, k):
-        x = jax.random.normal(k, shape)
-        _, sigma = iface.alpha_sigma(jnp.full((b,), domain.noise))
-        x = iface.bcast_right(sigma, x) * x
-
-        def euler(i, x):
-            return x + (grid[i + 1] - grid[i]) * pred(x, grid[i], cache)
-
-        x = jax.lax.fori_loop(0, num_steps, euler, x)
-        t_data = jnp.full((b,), domain.data, jnp.float32)
-        _, cache = net.step(iface.bcast_right(iface.c_in(t_data), x) * x,
-                            iface.c_noise(t_data), cache, y=labels)  # fmt: skip
-        return cache, x
-
-    _, frames = jax.lax.scan(one_frame, net.init_cache(b), jax.random.split(key, num_frames))
-    return jnp.moveaxis(frames, 0, 1)
-
-
 def generate_videos(
     config: ml_collections.ConfigDict, state: dict, labels: np.ndarray, num_frames: int
 ) -> np.ndarray:
-    """`len(labels)` videos `[N, num_frames, H, W, C]` in [−1, 1] from the `eval.ema` weights."""
-    from flax import nnx
-
+    """`len(labels)` videos `[N, num_frames, H, W, C]` in [−1, 1] from the `eval.ema` weights:
+    `nnx_samplers.Autoregressive` around `sample.sampler` (per frame) with clean context, the
+    network's rolling cache window and `sample.guidance` (classifier-free, 0 = off)."""
     from nnx_imagenet.sampling import interface_from_state
+    from nnx_samplers import Autoregressive
+    from nnx_samplers.guidance import ClassifierFreeGuidance
+    from nnx_train.callbacks import initial_noise
+    from nnx_train.trainer import build_sampler
 
     iface = interface_from_state(config, state, ema=config.eval.ema)
-    steps = int(config.sample.sampler.get("num_steps", 16))
-
-    @nnx.jit(static_argnums=(3,))
-    def run(iface, key, labels, n):
-        return frame_by_frame(iface, key, labels, n, steps)
-
-    key = jax.random.key(config.seed + 12345)
-    return np.asarray(run(iface, key, jnp.asarray(labels), num_frames), np.float32)
+    rollout = Autoregressive(sampler=build_sampler(config.sample.sampler), context_noise=0.0)
+    guidance = config.sample.guidance
+    cfg = ClassifierFreeGuidance(scale=guidance) if guidance else None
+    k_init, k_sample = jax.random.split(jax.random.key(config.seed + 12345))
+    shape = (len(labels), num_frames, *config.data.shape[1:])
+    x_init = initial_noise(iface, k_init, shape)
+    res = rollout.sample(k_sample, iface, x_init, y=jnp.asarray(labels), guidance=cfg)
+    return np.asarray(res.x, np.float32)
 
 
 def to_uint8(x: np.ndarray) -> np.ndarray:
@@ -138,8 +104,9 @@ def finish_video_demo(config: ml_collections.ConfigDict, state: dict, train_seco
     report = {
         "generated": video_report(classifier, videos, labels),
         "training": video_report(classifier, real, real_labels),
-        "generation": f"autoregressive, {s.get('num_steps', 16)} Euler steps per frame, "
-        f"rolling KV cache of {int(config.data.shape[0]) - 1} frames",
+        "generation": f"autoregressive, {s.name} {s.get('num_steps', '')} steps per frame, "
+        f"CFG {config.sample.guidance}, rolling KV cache of {int(config.data.shape[0]) - 1} "
+        f"frames",
         "generation_seconds": gen_seconds,
         "train_steps": int(config.total_steps),
         "train_seconds": float(train_seconds),
