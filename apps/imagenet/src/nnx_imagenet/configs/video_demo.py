@@ -27,7 +27,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c = common.base_config()
     c.seed = 0
     c.workdir = "workdirs/video_demo"
-    c.total_steps = 1500
+    c.total_steps = 2000
 
     common.set_data(c, "moving_digits", num_frames=FRAMES)
     c.data.shape = (FRAMES, 32, 32, 1)
@@ -41,8 +41,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.causal = True
     c.model.patch_size = 8
     c.model.in_channels = 1
-    c.model.hidden_size = 128
-    c.model.depth = 4
+    c.model.hidden_size = 64
+    c.model.depth = 3
     c.model.num_heads = 4
     c.model.mlp_ratio = 4.0
     c.model.num_classes = 10
@@ -55,10 +55,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.interface.train_time_dist_type = "logitnormal"
     c.interface.t_shift_base = None
 
-    c.optimizer.lr = 1e-3
+    c.optimizer.lr = 2e-3
     c.optimizer.b2 = 0.99
     c.optimizer.schedule = "cosine"
-    c.optimizer.warmup_steps = 100
+    c.optimizer.warmup_steps = 200
     c.optimizer.min_lr_ratio = 0.1
     c.optimizer.grad_clip = 1.0
 

@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image, ImageSequence, UnidentifiedImageError
 
 from nnx_imagenet.data.adm_crop import center_crop_arr
-from nnx_imagenet.data.image_folder import scan_image_folder
+from nnx_imagenet.data.image_folder import ImageFolderSource, scan_image_folder
 from nnx_imagenet.errors import DataError
 
 VIDEO_EXTENSIONS = (".npy", ".gif")
@@ -69,8 +69,9 @@ def _to_frame(frame: Image.Image, resolution: int, channels: int) -> np.ndarray:
     return arr if arr.ndim == 3 else arr[..., None]
 
 
-class VideoFolderSource:
-    """Random-access source over `root/<split>/<class>/*.{npy,gif}` (module docstring).
+class VideoFolderSource(ImageFolderSource):
+    """Random-access source over `root/<split>/<class>/*.{npy,gif}` (module docstring); classes,
+    `num_classes` and `len` as `ImageFolderSource`.
 
     Args:
       root: dataset root holding `<split>/<class>/<id>.npy|.gif`.
@@ -96,13 +97,6 @@ class VideoFolderSource:
         self.classes, self.samples = scan_image_folder(
             self.root / split, VIDEO_EXTENSIONS, "videos", "<class>/<id>.npy (or .gif)"
         )
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-    def __len__(self) -> int:
-        return len(self.samples)
 
     def __getitem__(self, index: int) -> dict[str, np.ndarray]:
         path, label = self.samples[index]

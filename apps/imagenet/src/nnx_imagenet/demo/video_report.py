@@ -19,7 +19,6 @@ fraction of consecutive frame pairs that pass on both axes with a digit in both 
 static video (s = 0) or one with shuffled frames (|Δc| of the order of the canvas) fails.
 """
 
-import json
 import os
 from pathlib import Path
 
@@ -27,6 +26,7 @@ import numpy as np
 
 from nnx_imagenet.data.moving_digits import CANVAS, DIGIT, SPEEDS
 from nnx_imagenet.demo.classifier import DigitsClassifier
+from nnx_imagenet.demo.report import write_report
 
 THRESHOLD = 0.3  # foreground pixels: above this in [0, 1]
 TOL = 0.5  # px: centre-of-mass tolerance of a step
@@ -167,9 +167,4 @@ def format_video_report(report: dict) -> str:
 
 def write_video_report(report: dict, workdir: str | os.PathLike) -> tuple[Path, Path]:
     """Write `video_report.json` and `video_report.txt` into `workdir`; return both paths."""
-    workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    js, txt = workdir / "video_report.json", workdir / "video_report.txt"
-    js.write_text(json.dumps(report, indent=1))
-    txt.write_text(format_video_report(report))
-    return js, txt
+    return write_report(report, workdir, stem="video_report", format_fn=format_video_report)
