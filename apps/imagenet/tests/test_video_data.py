@@ -134,10 +134,10 @@ def test_clips_take_stride_and_start_and_batch_to_five_dims(tmp_path):
 
 def test_video_config_sections_are_checked():
     c = load_config("video_demo", [])
-    assert c.data.name == "moving_digits" and tuple(c.data.shape) == (8, 32, 32, 1)
+    assert c.data.name == "moving_digits" and tuple(c.data.shape) == (4, 32, 32, 1)
     with pytest.raises(ConfigError, match=r"makes clips of shape \(6, 32, 32, 1\)"):
         validate(load_config("video_demo", ["data.kwargs.num_frames=6"]))
-    with pytest.raises(ConfigError, match="spans 22 frames but the moving-digits videos have"):
-        validate(load_config("video_demo", ["data.kwargs.stride=3"]))
+    with pytest.raises(ConfigError, match="spans 19 frames but the moving-digits videos have"):
+        validate(load_config("video_demo", ["data.kwargs.stride=6"]))
     with pytest.raises(ConfigError, match=r"channels must be 1 \(grey\) or 3"):
         validate(load_config("video_demo", ["data.name=video", "data.kwargs.channels=2"]))

@@ -36,17 +36,17 @@ def test_video_demo_smoke_writes_gifs_and_the_report(smoke_run):
     assert "video demo: report" in proc.stdout and "video_report.txt" in proc.stdout
     report = json.loads((workdir / "video_report.json").read_text())
     gen, real = report["generated"], report["training"]
-    assert gen["num_videos"] == 4 and gen["num_frames"] == 16  # 4 clips of 4 frames
+    assert gen["num_videos"] == 4 and gen["num_frames"] == 32  # 8 clips of 4 frames
     assert real["motion_score"] == 1.0 and real["class_consistency"] > 0.9  # the ceiling
     for r in (gen, real):
         assert 0.0 <= r["class_consistency"] <= 1.0 and 0.0 <= r["motion_score"] <= 1.0
     assert report["passed"] is False and report["train_steps"] == 4
     gif = Image.open(workdir / "videos_per_class.gif")
-    assert gif.n_frames == 16 and gif.size == (4 * (4 * 32 + 3 * 2), 4 * 32)
+    assert gif.n_frames == 32 and gif.size == (4 * (4 * 32 + 3 * 2), 4 * 32)
     assert sorted(p.name for p in (workdir / "videos").iterdir()) == [
         f"class_{c}.gif" for c in range(4)
     ]
-    assert Image.open(workdir / "videos_per_class.png").size == (16 * 32, 4 * (32 + 12))
+    assert Image.open(workdir / "videos_per_class.png").size == (32 * 32, 4 * (32 + 12))
     assert (
         "PASSED" in (workdir / "video_report.txt").read_text()
         or "FAILED" in (workdir / "video_report.txt").read_text()

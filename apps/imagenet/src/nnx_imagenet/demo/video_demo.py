@@ -10,8 +10,8 @@ Writes into the workdir:
 
 Generation is autoregressive (`nnx_samplers.Autoregressive`): frame k is denoised from noise by
 the configured per-frame sampler with the KV cache holding the previous (≤ clip length − 1)
-clean frames, then pushed into the cache (`VideoDiT.step`); the cache rolls, so the videos (4
-clip lengths) are longer than the clips the model was trained on.
+clean frames, then pushed into the cache (`VideoDiT.step`); the cache rolls, so the videos (32
+frames) are longer than the clips the model was trained on.
 """
 
 import time
@@ -28,7 +28,7 @@ from nnx_imagenet.demo.digits_demo import read_losses
 from nnx_imagenet.demo.plots import save_gif, save_loss_curve
 from nnx_imagenet.demo.video_report import fit_crop_classifier, video_report, write_video_report
 
-LENGTH_FACTOR = 4  # generated videos are this many training clips long
+GENERATED_FRAMES = 32  # frames per generated video (longer than the training clips)
 REAL_VIDEOS = 400  # held-out real videos scored as the ceiling
 
 
@@ -91,7 +91,7 @@ def finish_video_demo(config: ml_collections.ConfigDict, state: dict, train_seco
     from nnx_train.callbacks import save_grid
 
     workdir = Path(config.workdir)
-    num_frames = LENGTH_FACTOR * int(config.data.shape[0])
+    num_frames = max(GENERATED_FRAMES, 2 * int(config.data.shape[0]))
     labels = np.arange(int(config.eval.num_images), dtype=np.int32) % NUM_CLASSES
     start = time.perf_counter()
     videos = generate_videos(config, state, labels, num_frames)
