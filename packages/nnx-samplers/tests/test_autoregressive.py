@@ -465,3 +465,16 @@ def test_scheduling_matrices_match_the_reference_implementation():
             np.testing.assert_array_equal(scheduling_matrix(kind, n, f, u), want, err_msg=key)
             sampler = DiffusionForcingSampler(n, matrix=kind, uncertainty_scale=u)
             np.testing.assert_array_equal(sampler.levels(f), want, err_msg=key)
+
+
+@pytest.mark.parametrize("per_frame", [Heun(3), DDIM(3)], ids=["heun", "ddim"])
+def test_edm_domain_rollout_equals_the_autoregressive_noise_matrix(per_frame):
+    """EDM's time domain (eps = σ_min > 0, data at σ = 0): clean frames are given to the network
+    at σ_min in both samplers, and Heun's last step to σ = 0 is an Euler step in both."""
+    oracle = GaussianVideoOracle(0.8, [0.5, -0.3], [[1.0, 0.4], [0.4, 0.6]], num_frames=3)
+    model = DiffusionForcing(EDMInterface(oracle, sigma_max=5.0, rngs=nnx.Rngs(0)))
+    x0 = 5.0 * jax.random.normal(jax.random.key(0), (4, 3, 1, 1, 2))
+    ar = Autoregressive(per_frame).sample(0, model, x0)
+    update = type(per_frame).__name__.lower()
+    full = DiffusionForcingSampler(3, matrix="autoregressive", update=update)
+    np.testing.assert_allclose(ar.x, full.sample(0, model, x0).x, atol=1e-5, rtol=1e-5)

@@ -97,7 +97,8 @@ def check_frame_model(model: Any) -> Any:
         raise SamplerConfigError(
             f"Autoregressive generates one frame per step; the network has temporal_patch="
             f"{patch} (chunks of {patch} frames), which it does not support yet. Use a network "
-            f"with temporal_patch=1, or DiffusionForcingSampler (full-sequence forward)."
+            f"with temporal_patch=1, or sample the whole video at once with "
+            f"DiffusionForcingSampler(matrix='full_sequence')."
         )
     return network
 
