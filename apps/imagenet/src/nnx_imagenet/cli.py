@@ -211,12 +211,14 @@ def _train(config) -> int:
     from nnx_imagenet.demo.report import format_report
 
     workdir = Path(config.workdir).resolve()
-    written = workdir / "quality_report.txt"  # the demos' own text (DMD2's adds the teacher)
+    # the demos' own text (DMD2's adds the teacher; the video demo writes video_report.txt)
+    written = workdir / out.get("report_text", "quality_report.txt")
     print(written.read_text() if written.exists() else format_report(out["report"]), end="")
     dmd = "teacher" in out["report"]  # the DMD2 demo: one loss curve per model
     curves = "loss_curve_generator.png, loss_curve_critic.png" if dmd else "loss_curve.png"
-    print(f"files written to {workdir}: samples_per_class.png, {curves}, quality_report.json, "
-          f"quality_report.txt, metrics.jsonl, checkpoints/")  # fmt: skip
+    files = out.get("files", f"samples_per_class.png, {curves}, quality_report.json, "
+                             f"quality_report.txt")  # fmt: skip
+    print(f"files written to {workdir}: {files}, metrics.jsonl, checkpoints/")
     if not out["report"]["passed"]:
         print(
             "nnx-imagenet train: the demo's quality report says FAILED (thresholds above); the "

@@ -208,16 +208,19 @@ def _check_eval(f: Any) -> None:
 
 def _check_train_data(config: ml_collections.ConfigDict) -> None:
     name, kw = config.data.name, config.data.kwargs
-    if name in ("image_folder", "latents"):
+    if name in ("image_folder", "latents", "video"):
         if not kw.root:
             raise DataError(
                 f"data.kwargs.root is empty for data.name={name!r}; pass "
                 f"--config.data.kwargs.root=/path/to/data."
             )
-        what = "an ImageFolder tree <root>/<split>/<class>/*" if name == "image_folder" else (
-            "latent shards written by `nnx-imagenet prepare --what=latents`")  # fmt: skip
+        what = {
+            "image_folder": "an ImageFolder tree <root>/<split>/<class>/*",
+            "video": "a video tree <root>/<split>/<class>/<id>.npy|.gif",
+            "latents": "latent shards written by `nnx-imagenet prepare --what=latents`",
+        }[name]
         _existing(kw.root, what, "--config.data.kwargs.root", is_dir=True)
-        if name == "image_folder":
+        if name in ("image_folder", "video"):
             _existing(os.path.join(kw.root, kw.split), f"the split folder {kw.split!r} of {what}",
                       "--config.data.kwargs.split", is_dir=True)  # fmt: skip
         else:

@@ -133,11 +133,23 @@ def sample(config: ml_collections.ConfigDict, flags: Any) -> None:
         out.mkdir(parents=True, exist_ok=True)
         for i, img in enumerate(images):
             name = f"{i:06d}" + ("" if labels is None else f"_class{int(labels[i]):04d}")
+            if img.ndim == 4:  # a video [T, H, W, C]: an animated GIF
+                from nnx_imagenet.demo.plots import save_gif
+
+                save_gif(img, out / f"{name}.gif", scale=1)
+                continue
             Image.fromarray(img.squeeze(-1) if img.shape[-1] == 1 else img).save(
                 out / f"{name}.png"
             )
     print(f"wrote {len(images)} samples (step {step}) to {out}")
-    if flags.grid and labels is not None:
+    if flags.grid and labels is not None and images.ndim == 5:  # videos: a row of frames each
+        from nnx_train.callbacks import save_grid
+
+        path = out.with_suffix(".png") if out.suffix == ".npz" else out / "grid.png"
+        shown = images[:16].astype(np.float32) / 127.5 - 1.0
+        save_grid(shown, labels[:16], str(path), cell=max(32, images.shape[2]))
+        print(f"wrote grid {path}")
+    elif flags.grid and labels is not None:
         from nnx_imagenet.demo.plots import save_class_grid
 
         classes = sorted(set(labels.tolist()))[:16]

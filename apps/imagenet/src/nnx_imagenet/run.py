@@ -3,8 +3,11 @@
 The trainer (`nnx_train.trainer.train`) owns the loop, checkpoints (with the grain iterator state),
 logging and resume; the app gives it the per-host grain stream (for REPA wrapped in the batch
 encoder of `repa_features`, which adds `x_feature`) and, for the digits demo, writes
-the sample grid, loss curve and quality report at the end.
+the sample grid, loss curve and quality report at the end (for the video demo on moving digits:
+autoregressive videos, GIFs and the video report).
 """
+
+import time
 
 import jax
 import ml_collections
@@ -53,18 +56,28 @@ def run_train(config: ml_collections.ConfigDict) -> dict:
         from nnx_imagenet.demo.dmd_demo import ensure_teacher
 
         ensure_teacher(config)
+    start = time.perf_counter()
     result = trainer.train(config, make_data_fn(config))
+    train_seconds = time.perf_counter() - start
     out = {
         "step": result.step,
         "preempted": result.preempted,
         "metrics": result.metrics,
         "checkpoint_dir": result.checkpoint_dir,
     }
-    if dmd_demo and not result.preempted and jax.process_index() == 0:
+    is_main = jax.process_index() == 0
+    if dmd_demo and not result.preempted and is_main:
         from nnx_imagenet.demo.dmd_demo import finish_dmd_demo
 
         out["report"] = finish_dmd_demo(config, result.state)
-    elif config.data.name == "digits" and not result.preempted and jax.process_index() == 0:
+    elif config.data.name == "moving_digits" and not result.preempted and is_main:
+        from nnx_imagenet.demo.video_demo import finish_video_demo
+
+        out["report"] = finish_video_demo(config, result.state, train_seconds)
+        out["report_text"] = "video_report.txt"
+        out["files"] = ("videos/class_<d>.gif, videos_per_class.gif, videos_per_class.png, "
+                        "loss_curve.png, video_report.json, video_report.txt")  # fmt: skip
+    elif config.data.name == "digits" and not result.preempted and is_main:
         from nnx_imagenet.demo.digits_demo import finish_digits_demo
 
         out["report"] = finish_digits_demo(config, result.state)

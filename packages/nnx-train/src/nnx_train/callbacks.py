@@ -4,7 +4,8 @@
   x_init = σ(t_noise)·n at the interface's noise end (n for interfaces without an affine path),
   integrated by the configured sampler with optional classifier-free guidance.
 - `save_grid(images, labels, path)`: PNG grid, one caption per cell (the label), images in
-  [−1, 1] channels-last (1 or 3 channels; 2-D data is drawn as a scatter plot).
+  [−1, 1] channels-last (1 or 3 channels; 2-D data is drawn as a scatter plot; videos
+  `[N, T, H, W, C]` as one row of frames per video, captioned on its first frame).
 - `generation_evaluator(...)`: an evaluator `(sample_fn, step) -> {name: value}` that runs
   `nnx_eval.generate.generate` into consumers (e.g. an Inception accumulator) and reduces them.
 """
@@ -73,8 +74,15 @@ def make_sample_fn(
 def save_grid(
     images: np.ndarray, labels: np.ndarray | None, path: str, *, columns: int = 0, cell: int = 64
 ) -> None:
-    """Write a PNG grid of `images` ([N, H, W, C] in [−1, 1], C ∈ {1, 3}; or [N, 2] points)."""
+    """Write a PNG grid of `images` ([N, H, W, C] in [−1, 1], C ∈ {1, 3}; videos [N, T, H, W, C]
+    one per row; or [N, 2] points)."""
     images = np.asarray(images, np.float32)
+    if images.ndim == 5:  # videos: a row of T frames each, the label on the first frame only
+        n, frames = images.shape[:2]
+        images, columns = images.reshape(n * frames, *images.shape[2:]), frames
+        if labels is not None:
+            labels = np.where(np.arange(n * frames) % frames == 0,
+                              np.repeat(np.asarray(labels), frames), -1)  # fmt: skip
     if images.ndim == 2 and images.shape[1] == 2:
         png = _scatter(images)
     else:
@@ -103,7 +111,7 @@ def _grid(images, labels, columns, cell) -> Image.Image:
         x0, y0 = col * w * scale, r * (h * scale + caption)
         tile = Image.fromarray(pixels[i]).resize((w * scale, h * scale), Image.NEAREST)
         canvas.paste(tile, (x0, y0 + caption))
-        if labels is not None:
+        if labels is not None and labels[i] >= 0:
             draw.text((x0 + 1, y0), str(int(labels[i])), fill="black")
     return canvas
 

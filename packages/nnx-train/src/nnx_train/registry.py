@@ -39,6 +39,7 @@ _REGISTRY: dict[str, dict[str, str | Callable[..., Any]]] = {
         "esd": "nnx_interfaces.flowmaps.esd:EulerianSelfDistillation",
         "psd": "nnx_interfaces.flowmaps.psd:ProgressiveSelfDistillation",
         "ctm": "nnx_interfaces.flowmaps.ctm:ConsistencyTrajectoryModel",
+        "diffusion_forcing": "nnx_train.wrappers:diffusion_forcing",
     },
     "sampler": {
         "euler": "nnx_samplers.ode:Euler",

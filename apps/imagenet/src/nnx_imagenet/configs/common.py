@@ -9,6 +9,10 @@ line. The app adds the dataset by name (`data.name`, with its options under `dat
     latents       SD-VAE / RAE latent shards written by `nnx-imagenet prepare`
     tfds          TFDS imagenet2012 (needs the `tf` extra)
     synthetic     seeded Gaussian data of `data.shape` with random labels (smoke runs, no data)
+    video         videos root/<split>/<class>/<id>.{npy,gif}, clips of num_frames at a temporal
+                  stride from a random start (data.shape = (num_frames, res, res, channels))
+    moving_digits the digits bouncing on a 32×32 canvas, written once as such a video tree (the
+                  video demo)
 """
 
 from collections.abc import Callable
@@ -45,6 +49,28 @@ DATA_KWARGS = {
         "num_threads": 16,
     },
     "synthetic": {"num_examples": 1024},
+    "video": {
+        "root": "",
+        "split": "train",
+        "num_frames": 16,  # clip length F
+        "stride": 1,  # temporal stride between clip frames
+        "random_start": True,  # clip start uniform over the video (else its first frame)
+        "resolution": 64,
+        "channels": 3,
+        "flip": False,
+        "num_threads": 8,
+    },
+    "moving_digits": {
+        "root": "",
+        "split": "train",
+        "held_out": 0.2,
+        "video_frames": 16,  # frames per written video
+        "videos_per_digit": 2,  # motions per real digit
+        "num_frames": 16,
+        "stride": 1,
+        "random_start": True,
+        "num_threads": 4,
+    },
 }
 
 
@@ -262,7 +288,9 @@ def _data_errors(c: ml_collections.ConfigDict) -> list[str]:
                 f"data.kwargs.{key} must be {type(allowed[key]).__name__}; got {value!r}."
             )
     kw = c.data.kwargs
-    for key, low in (("resolution", 8), ("num_threads", 1), ("num_examples", 1)):
+    for key, low in (("resolution", 8), ("num_threads", 1), ("num_examples", 1),
+                     ("num_frames", 1), ("stride", 1), ("video_frames", 1),
+                     ("videos_per_digit", 1)):  # fmt: skip
         if isinstance(kw.get(key), int) and kw[key] < low:
             errors.append(f"data.kwargs.{key} must be ≥ {low}; got {kw[key]}.")
     held_out = kw.get("held_out")
@@ -276,6 +304,9 @@ def _data_errors(c: ml_collections.ConfigDict) -> list[str]:
             f"--config.data.kwargs.KEY=VALUE (defaults: "
             f"{', '.join(f'{k}={allowed[k]!r}' for k in missing)})."
         )
+    if isinstance(kw.get("channels"), int) and kw.channels not in (1, 3):
+        errors.append(f"data.kwargs.channels must be 1 (grey) or 3 (RGB); got {kw.channels}.")
+    errors += _video_errors(c)
     n_data = c.data.num_classes
     n_model = c.model.get("num_classes", None)
     if isinstance(n_model, int) and n_model and isinstance(n_data, int) and n_data > n_model:
@@ -294,5 +325,37 @@ def _data_errors(c: ml_collections.ConfigDict) -> list[str]:
             f"--config.data.shape='({resolution}, {resolution}, 3)' and the model's input "
             f"to match (e.g. --config.model.input_size={resolution} "
             f"--config.model.in_channels=3), or use --config.data.name=latents."
+        )
+    return errors
+
+
+def _video_errors(c: ml_collections.ConfigDict) -> list[str]:
+    """Video datasets: data.shape = (num_frames, H, W, C) matching the clip settings."""
+    name, kw, shape = c.data.name, c.data.kwargs, tuple(c.data.shape)
+    if name not in ("video", "moving_digits"):
+        return []
+    if not all(isinstance(kw.get(k), int) for k in ("num_frames", "stride")):
+        return []  # type errors are reported already
+    if name == "video":
+        want = (kw.num_frames, kw.resolution, kw.resolution, kw.channels)
+    else:
+        want = (kw.num_frames, 32, 32, 1)
+    errors = []
+    if shape != want:
+        errors.append(
+            f"data.name = {name!r} makes clips of shape {want} (num_frames, resolution, "
+            f"resolution, channels) but data.shape = {shape}; set --config.data.shape="
+            f"'{want}' (and the model's num_frames / input_size / in_channels to match)."
+        )
+    span = (kw.num_frames - 1) * kw.stride + 1
+    if (
+        name == "moving_digits"
+        and isinstance(kw.get("video_frames"), int)
+        and (span > kw.video_frames)
+    ):
+        errors.append(
+            f"a clip of data.kwargs.num_frames = {kw.num_frames} at stride {kw.stride} spans "
+            f"{span} frames but the moving-digits videos have data.kwargs.video_frames = "
+            f"{kw.video_frames}; lower num_frames / stride or raise video_frames."
         )
     return errors

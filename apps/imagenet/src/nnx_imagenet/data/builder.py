@@ -14,8 +14,10 @@ import numpy as np
 from nnx_imagenet.data.digits import NUM_CLASSES, default_digits_root, write_digits_tree
 from nnx_imagenet.data.image_folder import ImageFolderSource
 from nnx_imagenet.data.latent_shards import LatentShardSource
+from nnx_imagenet.data.moving_digits import default_moving_digits_root, write_moving_digits_tree
 from nnx_imagenet.data.pipeline import HostShard, host_batch_size, make_dataset
 from nnx_imagenet.data.tfds_source import TfdsSource
+from nnx_imagenet.data.video_folder import RandomClip, VideoFolderSource, clip_span
 from nnx_imagenet.errors import DataError
 
 
@@ -76,12 +78,27 @@ def _root(kw: ml_collections.ConfigDict, name: str) -> str:
 
 
 def build_source(config: ml_collections.ConfigDict, split: str | None = None) -> tuple[Any, str]:
-    """The random-access source named by `config.data` and its kind ("image" or "latents")."""
+    """The random-access source named by `config.data` and its kind ("image", "latents" or
+    "video")."""
     name, kw = config.data.name, config.data.kwargs
     if name == "digits":
         root = write_digits_tree(kw.root or default_digits_root(), held_out=kw.held_out)
         src = ImageFolderSource(root, split or kw.split, 8, channels=1)
         return InMemorySource(src), "image"
+    if name == "moving_digits":
+        root = write_moving_digits_tree(
+            kw.root or default_moving_digits_root(), num_frames=kw.video_frames,
+            videos_per_digit=kw.videos_per_digit, held_out=kw.held_out,
+        )  # fmt: skip
+        span = clip_span(kw.num_frames, kw.stride)
+        src = VideoFolderSource(root, split or kw.split, 32, channels=1, min_frames=span)
+        return InMemorySource(src), "video"
+    if name == "video":
+        span = clip_span(kw.num_frames, kw.stride)
+        return VideoFolderSource(
+            _root(kw, name), split or kw.split, kw.resolution, channels=kw.channels,
+            min_frames=span,
+        ), "video"  # fmt: skip
     if name == "image_folder":
         return ImageFolderSource(_root(kw, name), split or kw.split, kw.resolution), "image"
     if name == "tfds":
@@ -94,7 +111,8 @@ def build_source(config: ml_collections.ConfigDict, split: str | None = None) ->
         src = SyntheticSource(tuple(config.data.shape), config.data.num_classes, kw.num_examples)
         return src, "latents"
     raise DataError(
-        f"Unknown data.name {name!r}; expected digits, image_folder, tfds, latents, synthetic."
+        f"Unknown data.name {name!r}; expected digits, image_folder, tfds, latents, synthetic, "
+        f"video, moving_digits."
     )
 
 
@@ -107,7 +125,10 @@ def check_shape(
     """Raise `DataError` if the source's examples do not have `expected` (default
     `config.data.shape`; REPA's on-the-fly VAE runs read 8× larger images)."""
     item = source[0]
-    shape = tuple(item["image"].shape if kind == "image" else item["latents"].shape[1:])
+    if kind == "video":  # a whole video [T, H, W, C]; the run trains on clips of num_frames
+        shape = (config.data.kwargs.num_frames, *item["video"].shape[1:])
+    else:
+        shape = tuple(item["image"].shape if kind == "image" else item["latents"].shape[1:])
     want = tuple(config.data.shape) if expected is None else tuple(expected)
     if shape != want:
         extra = "" if expected is None else f" (config.data.shape {tuple(config.data.shape)})"
@@ -116,7 +137,7 @@ def check_shape(
             f"set --config.data.shape (or data.kwargs.resolution) or use matching data."
         )
     n_cls = getattr(source, "num_classes", None)
-    if config.data.name == "digits":
+    if config.data.name in ("digits", "moving_digits"):
         n_cls = NUM_CLASSES
     if n_cls and config.data.num_classes and n_cls != config.data.num_classes:
         raise DataError(
@@ -137,6 +158,10 @@ def build_train_dataset(
     source, kind = build_source(config)
     check_shape(config, source, kind, source_shape)
     kw = config.data.kwargs
+    clip = None
+    if kind == "video":
+        clip = RandomClip(kw.num_frames, kw.stride, random_start=kw.random_start,
+                          flip=bool(kw.get("flip", False)))  # fmt: skip
     return make_dataset(
         source,
         batch_size=host_batch_size(config.data.global_batch_size, shard.count),
@@ -146,4 +171,5 @@ def build_train_dataset(
         shard=shard,
         num_threads=kw.get("num_threads", 4),
         num_classes=config.data.num_classes,
+        clip=clip,
     )

@@ -51,20 +51,9 @@ def write_digits_tree(root: str | os.PathLike, *, held_out: float = 0.2, seed: i
     A marker file `digits.json` records the split; an existing complete tree is reused.
     """
     root = Path(root)
-    marker = root / MARKER
     info = {"held_out": held_out, "seed": seed}
-    if marker.is_file():
-        if json.loads(marker.read_text()).get("split") == info:
-            return root
-        raise DataError(
-            f"{root} holds a digits tree written with a different split "
-            f"({marker.read_text()}); use another data.root or delete {root}."
-        )
-    if root.exists() and any(root.iterdir()):
-        raise DataError(
-            f"{root} is not empty and has no {MARKER}; expected an empty folder to write the "
-            f"digits into. Choose another data.root."
-        )
+    if tree_is_written(root, MARKER, info, "a digits tree"):
+        return root
     counts = {}
     for split, (images, labels) in load_digits_split(held_out, seed).items():
         for c in range(NUM_CLASSES):
@@ -72,8 +61,31 @@ def write_digits_tree(root: str | os.PathLike, *, held_out: float = 0.2, seed: i
         for i, (img, y) in enumerate(zip(images, labels, strict=True)):
             Image.fromarray(img).save(root / split / str(y) / f"{i:04d}.png")
         counts[split] = len(labels)
-    marker.write_text(json.dumps({"split": info, "counts": counts}))
+    (root / MARKER).write_text(json.dumps({"split": info, "counts": counts}))
     return root
+
+
+def tree_is_written(root: Path, marker: str, info: dict, what: str) -> bool:
+    """True when `root` holds a complete tree written with `info` (its `marker` file says so);
+    False when `root` is missing or empty (write it now).
+
+    Raises:
+      DataError: `root` holds a tree written with other settings, or unrelated files.
+    """
+    path = root / marker
+    if path.is_file():
+        if json.loads(path.read_text()).get("split") == info:
+            return True
+        raise DataError(
+            f"{root} holds {what} written with different settings ({path.read_text()}; "
+            f"wanted {info}); use another data.kwargs.root or delete {root}."
+        )
+    if root.exists() and any(root.iterdir()):
+        raise DataError(
+            f"{root} is not empty and has no {marker}; expected an empty folder to write "
+            f"{what} into. Choose another data.kwargs.root."
+        )
+    return False
 
 
 def default_digits_root() -> Path:

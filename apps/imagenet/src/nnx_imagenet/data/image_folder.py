@@ -17,8 +17,14 @@ from nnx_imagenet.errors import DataError
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png")
 
 
-def scan_image_folder(split_dir: str | os.PathLike) -> tuple[list[str], list[tuple[str, int]]]:
-    """List `(classes, [(path, label), ...])` under `split_dir/<class>/*.{JPEG,jpg,png}`.
+def scan_image_folder(
+    split_dir: str | os.PathLike,
+    extensions: tuple[str, ...] = IMAGE_EXTENSIONS,
+    what: str = "images",
+    pattern: str = "<synset>/*.JPEG",
+) -> tuple[list[str], list[tuple[str, int]]]:
+    """List `(classes, [(path, label), ...])` under `split_dir/<class>/*.{JPEG,jpg,png}` (files
+    with `extensions`, any case; `what` and `pattern` name them in errors).
 
     Classes are the sorted sub-folder names; label k is the k-th of them; files are sorted within a
     class so the order (hence the shuffled order for a seed) is the same on every host.
@@ -27,7 +33,7 @@ def scan_image_folder(split_dir: str | os.PathLike) -> tuple[list[str], list[tup
       DataError: the folder is missing, has no class folders, or a class folder holds no images.
     """
     split_dir = Path(split_dir)
-    expected = f"expected {split_dir}/<synset>/*.JPEG (one folder per class)"
+    expected = f"expected {split_dir}/{pattern} (one folder per class)"
     if not split_dir.is_dir():
         raise DataError(f"Data folder {split_dir} does not exist; {expected}.")
     classes = sorted(
@@ -41,7 +47,7 @@ def scan_image_folder(split_dir: str | os.PathLike) -> tuple[list[str], list[tup
         files = sorted(
             str(p)
             for p in (split_dir / name).iterdir()
-            if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+            if p.is_file() and p.suffix.lower() in extensions
         )
         if not files:
             empty.append(name)
@@ -49,8 +55,8 @@ def scan_image_folder(split_dir: str | os.PathLike) -> tuple[list[str], list[tup
     if empty:
         shown = ", ".join(empty[:5]) + (" ..." if len(empty) > 5 else "")
         raise DataError(
-            f"{len(empty)} class folder(s) under {split_dir} hold no images ({shown}); "
-            f"{expected} with extensions {', '.join(IMAGE_EXTENSIONS)} (any case)."
+            f"{len(empty)} class folder(s) under {split_dir} hold no {what} ({shown}); "
+            f"{expected} with extensions {', '.join(extensions)} (any case)."
         )
     return classes, samples
 

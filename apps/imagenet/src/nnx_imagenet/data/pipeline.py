@@ -5,7 +5,9 @@
 Every random choice comes from grain's seeded, index-keyed generators, so the stream depends only on
 (seed, process index, process count) and resuming from `iterator.get_state()` continues the exact
 order (`iterator.set_state(state)`). Batches are `{"x": float32 [B, H, W, C], "y": int32 [B]}`:
-images mapped from uint8 to [−1, 1], latents passed through (already scaled).
+images mapped from uint8 to [−1, 1], latents passed through (already scaled). Videos
+(kind="video") take a clip per example in place of the flip (`video_folder.RandomClip`:
+random start, temporal stride, optional flip) and batch to `[B, F, H, W, C]` in [−1, 1].
 """
 
 import dataclasses
@@ -53,7 +55,7 @@ def first_latent(element: dict) -> dict:
 
 
 def images_to_float(batch: dict) -> dict:
-    """uint8 `[B, H, W, C]` → float32 in [−1, 1]: x / 127.5 − 1."""
+    """uint8 `[B, H, W, C]` (or videos `[B, F, H, W, C]`) → float32 in [−1, 1]: x / 127.5 − 1."""
     return {"x": batch["x"].astype(np.float32) / 127.5 - 1.0, "y": batch["y"]}
 
 
@@ -90,6 +92,7 @@ def make_dataset(
     num_threads: int = 8,
     prefetch_buffer_size: int = 64,
     num_classes: int = 0,
+    clip: Any = None,
 ) -> grain.IterDataset:
     """Build the training stream over a random-access `source`.
 
@@ -104,13 +107,16 @@ def make_dataset(
       num_epochs: None repeats forever (training); an int stops after that many passes.
       num_threads, prefetch_buffer_size: grain read threads and their buffer.
       num_classes: > 0: every batch's labels are checked to lie in [0, num_classes).
+      clip: kind="video": the `video_folder.RandomClip` taking each example's clip (and flip).
 
     Returns:
       A grain `IterDataset`; `it = iter(ds)` yields `{"x", "y"}` batches and has
       `it.get_state()` / `it.set_state(state)` for exact resume.
     """
-    if kind not in ("image", "latents"):
-        raise DataError(f"kind must be 'image' or 'latents'; got {kind!r}.")
+    if kind not in ("image", "latents", "video"):
+        raise DataError(f"kind must be 'image', 'latents' or 'video'; got {kind!r}.")
+    if (kind == "video") != (clip is not None):
+        raise DataError("kind='video' needs clip=RandomClip(...) (and only videos take one).")
     shard = shard or HostShard.from_jax()
     n = len(source)
     per_host = n // shard.count
@@ -127,13 +133,15 @@ def make_dataset(
     ds = ds.repeat(num_epochs)
     if kind == "image":
         ds = ds.random_map(flip_image, seed=seed + 1) if flip else ds.map(no_flip_image)
+    elif kind == "video":
+        ds = ds.random_map(clip, seed=seed + 1)
     else:
         ds = ds.random_map(pick_latent, seed=seed + 1) if flip else ds.map(first_latent)
     ds = ds.to_iter_dataset(
         grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch_buffer_size)
     )
     ds = ds.batch(batch_size, drop_remainder=True)
-    if kind == "image":
+    if kind in ("image", "video"):
         ds = ds.map(images_to_float)
     if num_classes > 0:
         ds = ds.map(CheckLabels(num_classes, repr(source)))

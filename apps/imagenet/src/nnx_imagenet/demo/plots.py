@@ -1,4 +1,5 @@
-"""PNG figures: the training-loss curve (matplotlib) and a per-class sample grid (PIL)."""
+"""PNG figures: the training-loss curve (matplotlib) and a per-class sample grid (PIL); animated
+GIFs of videos (PIL)."""
 
 import os
 from collections.abc import Sequence
@@ -79,3 +80,17 @@ def save_class_grid(
         for k in range(cols):
             grid.paste(Image.fromarray(u8[r, k]), (label_w + pad + k * cw, pad + r * ch))
     grid.save(path)
+
+
+def save_gif(frames: np.ndarray, path: str | os.PathLike, *, scale: int = 4, fps: int = 10) -> None:
+    """An animated, looping GIF of uint8 frames `[T, H, W, C]` (C = 1 or 3), enlarged `scale`×
+    (nearest neighbour), `fps` frames per second."""
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] not in (1, 3) or frames.dtype != np.uint8:
+        raise ValueError(
+            f"save_gif takes uint8 frames [T, H, W, 1 or 3]; got {frames.dtype} {frames.shape}."
+        )
+    frames = frames.repeat(scale, axis=1).repeat(scale, axis=2)
+    images = [Image.fromarray(f[..., 0] if f.shape[-1] == 1 else f) for f in frames]
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    images[0].save(path, save_all=True, append_images=images[1:], duration=1000 // fps, loop=0)

@@ -6,6 +6,7 @@ classifies ≥ 90% of generated samples as the class they were conditioned on.
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -83,11 +84,17 @@ def format_report(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(report: dict, workdir: str | os.PathLike) -> tuple[Path, Path]:
-    """Write `quality_report.json` and `quality_report.txt` into `workdir`; return both paths."""
+def write_report(
+    report: dict,
+    workdir: str | os.PathLike,
+    *,
+    stem: str = "quality_report",
+    format_fn: Callable[[dict], str] = format_report,
+) -> tuple[Path, Path]:
+    """Write `<stem>.json` and `<stem>.txt` (`format_fn(report)`) into `workdir`; return both."""
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    js, txt = workdir / "quality_report.json", workdir / "quality_report.txt"
+    js, txt = workdir / f"{stem}.json", workdir / f"{stem}.txt"
     js.write_text(json.dumps(report, indent=1))
-    txt.write_text(format_report(report))
+    txt.write_text(format_fn(report))
     return js, txt
