@@ -148,3 +148,102 @@ def test_ring_attention_over_context_devices_equals_one_device(net):
         xs = jax.device_put(x, NamedSharding(mesh, P("data")))
         got = nnx.jit(lambda n, x, t, y: n(x, t, y=y))(ring, xs, t, y)
     np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+# --- temporal patch 2: 2-frame chunks -------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def net2():
+    net = VideoDiT(num_frames=6, temporal_patch=2, num_classes=5, rngs=nnx.Rngs(0), **KW)
+    return _randomise(net, seed=4)
+
+
+def _chunk_times(t):
+    """Per-frame times equal within each 2-frame chunk."""
+    return jnp.repeat(t[:, ::2], 2, axis=1)
+
+
+def test_temporal_patch_causal_per_chunk(net2):
+    x, t, y = _inputs(frames=6)
+    out = net2(x, t, y=y)
+    assert out.shape == x.shape
+    # chunk 1 (frames 2, 3) changed: chunk 0 exactly unchanged, chunks 1 and 2 change
+    x2 = x.at[:, 3].set(jax.random.normal(jax.random.key(7), x[:, 3].shape))
+    out2 = net2(x2, t.at[:, 3].set(0.05), y=y)
+    np.testing.assert_array_equal(np.asarray(out[:, :2]), np.asarray(out2[:, :2]))
+    assert not np.allclose(out[:, 2], out2[:, 2])  # the later frame is seen within its chunk
+    assert not np.allclose(out[:, 4:], out2[:, 4:])
+
+
+def test_temporal_patch_cached_chunks_equal_the_causal_forward(net2):
+    x, t, y = _inputs(frames=6)
+    t = _chunk_times(t)
+    want = net2(x, t, y=y)
+
+    @nnx.jit
+    def roll(net, x, t, cache):
+        def body(cache, xt):
+            out, cache = net.step(xt[0], xt[1], cache, y=y)
+            return cache, out
+
+        chunks = x.reshape(2, 3, 2, *x.shape[2:]).swapaxes(0, 1)  # [U, B, 2, H, W, C]
+        _, outs = jax.lax.scan(body, cache, (chunks, t[:, ::2].T))
+        return outs.swapaxes(0, 1).reshape(x.shape)
+
+    np.testing.assert_allclose(roll(net2, x, t, net2.init_cache(2)), want, atol=1e-5)
+    assert net2.init_cache(2).tokens == 2 * net2.tokens_per_frame  # 2 context chunks
+    # a one-chunk rolling window is the sliding-window forward over chunks
+    got = roll(net2, x, t, net2.init_cache(2, window=1))
+    np.testing.assert_allclose(got, net2(x, t, y=y, window=1), atol=1e-5)
+    assert not np.allclose(got[:, 4:], want[:, 4:], atol=1e-3)
+
+
+@pytest.mark.parametrize("learn_sigma", [False, True])
+def test_temporal_patch_two_frames_are_the_image_dit_on_the_stacked_pair(learn_sigma):
+    """T = 2 (one chunk, both frames at one time): the image DiT with 2·C input channels on the
+    frames stacked on channels, the same parameters; output channels (mean | σ, frame, C)."""
+    kw = dict(KW, learn_sigma=learn_sigma)
+    video = VideoDiT(num_frames=2, temporal_patch=2, num_classes=5, rngs=nnx.Rngs(0), **kw)
+    video = _randomise(video, seed=5)
+    image = DiT(num_classes=5, rngs=nnx.Rngs(1), **dict(kw, in_channels=2 * KW["in_channels"]))
+    nnx.update(image, nnx.state(video, nnx.Param))
+    x, t, y = _inputs(frames=2)
+    stacked = jnp.concatenate([x[:, 0], x[:, 1]], axis=-1)
+    want = image(stacked, t[:, 0], y=y, **({"full_output": True} if learn_sigma else {}))
+    want = want.reshape(*want.shape[:3], -1, 2, 3)  # (mean | σ, frame, C)
+    got = video(x, t[:, 0], y=y, full_output=learn_sigma)
+    for f in range(2):
+        np.testing.assert_allclose(
+            got[:, f], want[..., f, :].reshape(*want.shape[:3], -1), atol=1e-5, rtol=1e-5
+        )
+    if learn_sigma:
+        np.testing.assert_allclose(video(x, t[:, 0], y=y), got[..., :3])
+    # unequal times in a chunk: the mean of the two time embeddings conditions it
+    emb = video.t_embedder
+    mean_emb = (emb(t[:, 0]) + emb(t[:, 1])) / 2
+    video_out = video(x, t, y=y)
+    image.t_embedder = _Const(mean_emb)
+    direct = image(stacked, t[:, 0], y=y).reshape(*want.shape[:3], 2, 3)
+    for f in range(2):
+        np.testing.assert_allclose(video_out[:, f], direct[..., f, :], atol=1e-5, rtol=1e-5)
+
+
+class _Const(nnx.Module):
+    """A stand-in time embedder returning fixed embeddings `[B, D]`."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def __call__(self, t):
+        return self.value
+
+
+def test_temporal_patch_errors(net2):
+    x, t, y = _inputs(frames=6)
+    with pytest.raises(ValueError, match="temporal_patch must be 1 or 2"):
+        VideoDiT(num_frames=3, temporal_patch=2, rngs=nnx.Rngs(0), **KW)
+    with pytest.raises(ShapeError, match="even number of frames"):
+        net2(x[:, :5], t[:, :5], y=y)
+    with pytest.raises(ShapeError, match=r"one chunk x: \[B, 2"):
+        net2.step(x[:, 0], t[:, 0], net2.init_cache(2), y=y)

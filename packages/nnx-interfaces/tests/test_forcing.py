@@ -129,3 +129,27 @@ def test_trains_a_causal_video_dit():
     leaves = jax.tree.leaves(grads)
     assert np.isfinite(float(loss)) and all(np.isfinite(g).all() for g in leaves)
     assert any(float(jnp.abs(g).max()) > 0 for g in leaves)
+
+
+def test_levels_per_group_of_frames(oracle_net):
+    """frames_per_level=2: one level per 2-frame chunk (independent across chunks); per-frame
+    training levels for a network with temporal_patch = 2 are refused."""
+    x = LINEAR.sample_data(jax.random.key(6), (B, T, 2))
+    _, aux = DiffusionForcing(_sit(oracle_net), frames_per_level=2).loss(x, return_aux=True)
+    np.testing.assert_array_equal(aux["t"][:, 0::2], aux["t"][:, 1::2])
+    assert float(jnp.std(aux["t"][:, ::2], axis=1).min()) > 0  # chunks at different levels
+    # frames_per_level=1 draws what it always drew
+    a = DiffusionForcing(_sit(oracle_net)).sample_t((B, T))
+    b = DiffusionForcing(_sit(oracle_net), frames_per_level=1).sample_t((B, T))
+    np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="multiple of 2"):
+        DiffusionForcing(_sit(oracle_net), frames_per_level=2).sample_t((B, 3))
+    with pytest.raises(InterfaceConfigError, match="positive integer"):
+        DiffusionForcing(_sit(oracle_net), frames_per_level=0)
+    net = _sit(oracle_net).network
+    net.temporal_patch = 2
+    sit = SiTInterface(net, "uniform", t_shift_base=None)
+    with pytest.raises(InterfaceConfigError, match="frames_per_level=2"):
+        DiffusionForcing(sit).loss(x)  # built (a sampler may use it), but not trained per frame
+    shared = DiffusionForcing(sit, noise_levels="shared")
+    assert shared.sample_t((B, T)).shape == (B, T)

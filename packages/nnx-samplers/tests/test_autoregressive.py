@@ -240,14 +240,40 @@ def test_clear_errors(sit, net):
     with pytest.raises(SamplerConfigError, match="lacks init_cache, step"):
         ar.sample(0, image, x0, y=Y)
     chunked = DiffusionForcing(SiTInterface(_Chunked(), rngs=nnx.Rngs(0)))
-    with pytest.raises(SamplerConfigError, match="temporal_patch=2"):
-        ar.sample(0, chunked, x0, y=Y)
+    with pytest.raises(SamplerConfigError, match="multiple of 2"):
+        ar.sample(0, chunked, _noise(frames=3), y=Y)
     with pytest.raises(SamplerConfigError, match="Interfaces"):
         ar.sample(0, _full_forward(sit), x0, y=Y)
     with pytest.raises(SamplerConfigError, match="noise matrix"):
         DiffusionForcingSampler(2, matrix="diagonal")
     with pytest.raises(SamplerConfigError, match=r"x_init: \[B, F, ...\]"):
         DiffusionForcingSampler(2).sample(0, sit, x0[:, 0, 0, 0])
+
+
+def test_chunked_rollout_equals_the_prefix_forward():
+    """temporal_patch = 2: chunk by chunk through the cache equals Euler on each chunk with the
+    full forward over [finished chunks at the data end; this chunk] (written out here)."""
+    net2 = _randomise(
+        VideoDiT(num_frames=4, temporal_patch=2, num_classes=5, rngs=nnx.Rngs(0), **KW)
+    )
+    model = DiffusionForcing(SiTInterface(net2, rngs=nnx.Rngs(0)), frames_per_level=2)
+    x0, steps = _noise(frames=6), 3
+    res = Autoregressive(Euler(steps)).sample(0, model, x0, y=Y)
+    assert res.nfe == 3 * steps + 3  # per chunk: the sampler's evaluations + one push
+    grid = Euler(steps).grid(model)
+    done = x0[:, :0]
+    for c in range(3):
+        x = x0[:, 2 * c : 2 * c + 2]
+        for i in range(steps):
+            video = jnp.concatenate([done, x], axis=1)
+            times = jnp.concatenate(
+                [jnp.zeros((2, done.shape[1])), jnp.full((2, 2), grid[i])], axis=1
+            )
+            # the default window (num_frames/2 − 1 = 1 chunk) is the full forward's window=1
+            v = model.pred(video, times, y=Y, window=1)[:, -2:]
+            x = x + (grid[i + 1] - grid[i]) * v
+        done = jnp.concatenate([done, x], axis=1)
+    np.testing.assert_allclose(np.asarray(res.x), np.asarray(done), atol=2e-5)
 
 
 class _NoCache(nnx.Module):
@@ -465,3 +491,16 @@ def test_scheduling_matrices_match_the_reference_implementation():
             np.testing.assert_array_equal(scheduling_matrix(kind, n, f, u), want, err_msg=key)
             sampler = DiffusionForcingSampler(n, matrix=kind, uncertainty_scale=u)
             np.testing.assert_array_equal(sampler.levels(f), want, err_msg=key)
+
+
+@pytest.mark.parametrize("per_frame", [Heun(3), DDIM(3)], ids=["heun", "ddim"])
+def test_edm_domain_rollout_equals_the_autoregressive_noise_matrix(per_frame):
+    """EDM's time domain (eps = σ_min > 0, data at σ = 0): clean frames are given to the network
+    at σ_min in both samplers, and Heun's last step to σ = 0 is an Euler step in both."""
+    oracle = GaussianVideoOracle(0.8, [0.5, -0.3], [[1.0, 0.4], [0.4, 0.6]], num_frames=3)
+    model = DiffusionForcing(EDMInterface(oracle, sigma_max=5.0, rngs=nnx.Rngs(0)))
+    x0 = 5.0 * jax.random.normal(jax.random.key(0), (4, 3, 1, 1, 2))
+    ar = Autoregressive(per_frame).sample(0, model, x0)
+    update = type(per_frame).__name__.lower()
+    full = DiffusionForcingSampler(3, matrix="autoregressive", update=update)
+    np.testing.assert_allclose(ar.x, full.sample(0, model, x0).x, atol=1e-5, rtol=1e-5)

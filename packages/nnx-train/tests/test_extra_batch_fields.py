@@ -93,3 +93,35 @@ def test_extra_field_through_the_sharded_trainer(tmp_path):
     assert np.isfinite(result.metrics["loss"])
     leaves = jax.tree.leaves(nnx.to_pure_dict(nnx.State(result.state["params"])))
     assert all(np.all(np.isfinite(np.asarray(a))) for a in leaves)
+
+
+class StepReporter(T.TinyFlow):
+    """A loss with a named `step` parameter reports it (sCD's warm-up, flow-map curricula)."""
+
+    def loss(self, x, *args, return_aux=False, y=None, step=-1, **kwargs):
+        t = jnp.full((x.shape[0],), 0.5)
+        loss = jnp.mean(self.mean_flat(self.network(x, t, y=y) ** 2))
+        aux = {"seen_step": jnp.asarray(step, jnp.float32)}
+        return (loss, aux) if return_aux else loss
+
+
+registry.register("interface", "step_reporter", StepReporter)
+
+
+def test_loss_with_a_step_parameter_gets_the_train_step():
+    cfg = T.tiny_config("/unused")
+    cfg.interface = ml_collections.ConfigDict({"name": "step_reporter"})
+    graphdef, params, rng, other, _ = state_lib.split_module(trainer.build_interface(cfg))
+    _, _, _, opt, state = _state_and_graph()
+    state = {**state, "params": params, "opt_state": opt.init(params), "other": other}
+    batch = {"x": jnp.asarray(T.DATA[:8]), "y": jnp.asarray(T.LABELS[:8])}
+    fn = jax.jit(
+        step_lib.make_train_step(graphdef, state_lib.key_template(rng), opt, lambda s: 0.1)
+    )
+    seen = []
+    for _ in range(3):
+        state, metrics = fn(state, batch)
+        seen.append(float(metrics["aux/seen_step"]))
+    assert seen == [0.0, 1.0, 2.0]  # the number of completed updates, not the default −1
+    with pytest.raises(ValueError, match="'step'"):
+        fn(state, {**batch, "step": jnp.zeros((8,))})

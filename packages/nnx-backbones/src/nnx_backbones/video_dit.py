@@ -28,6 +28,16 @@ gives the full forward with `window=W` (frame f sees frames f−W..f at every la
 block mask). RoPE is relative, so frame indices past the training length are harmless. For
 generation, denoise frame k with `step` (discarding its returned cache), then push the clean (or
 context-noised) frame with one more `step` and keep that cache.
+
+Temporal patch 2 (`temporal_patch=2`, 3-D patches 2×p×p): frames 2i and 2i+1 form chunk i, whose
+P tokens embed both frames stacked on channels (the image layers with 2·C input channels,
+frame-major; the final layer's channels are read as (mean | σ if learn_sigma, frame, C)).
+Everything above then runs per chunk: the RoPE index, the causal unit and the KV-cache unit are
+the chunk (`window` counts chunks), and `step` takes a chunk `[B, 2, H, W, C]` at one time
+`[B]`. Per-frame times condition a chunk by the mean of its two frames' time embeddings,
+c_i = SiLU(½(emb(t_2i) + emb(t_2i+1)) [+ label]), exact when the two times are equal (draw
+levels per chunk: `DiffusionForcing(frames_per_level=2)`).
+With T = 2 the network is the image DiT with 2·C channels on the stacked pair.
 """
 
 import functools
@@ -63,8 +73,9 @@ class VideoDiT(PatchTransformer):
     Args:
       input_size: frame side `H = W` or `(H, W)`.
       num_frames: training length T (the default KV-cache window is num_frames − 1 context
-        frames; longer videos are allowed).
+        frames, or chunks; longer videos are allowed).
       causal: frame-causal attention (needed for `step` to match the full forward).
+      temporal_patch: frames per token, 1 or 2 (module docstring); T must be a multiple of it.
 
     The other arguments (`patch_size`, `in_channels`, `hidden_size`, `depth`, `num_heads`,
     `mlp_ratio`, `num_classes`, `class_dropout_prob`, `learn_sigma`, `remat`,
@@ -77,6 +88,7 @@ class VideoDiT(PatchTransformer):
         input_size: int | tuple[int, int] = 32,
         num_frames: int = 16,
         causal: bool = True,
+        temporal_patch: int = 1,
         patch_size: int = 2,
         in_channels: int = 4,
         hidden_size: int = 384,
@@ -94,6 +106,11 @@ class VideoDiT(PatchTransformer):
     ):
         if num_frames < 1:
             raise ValueError(f"num_frames must be ≥ 1; got {num_frames}.")
+        if temporal_patch not in (1, 2) or num_frames % temporal_patch:
+            raise ValueError(
+                f"temporal_patch must be 1 or 2 and divide num_frames; got temporal_patch="
+                f"{temporal_patch}, num_frames={num_frames}."
+            )
         if (hidden_size // num_heads) % 2:
             raise ValueError(
                 f"temporal RoPE needs an even head_dim; got hidden_size {hidden_size} / "
@@ -102,7 +119,7 @@ class VideoDiT(PatchTransformer):
         super().__init__(
             input_size=input_size,
             patch_size=patch_size,
-            in_channels=in_channels,
+            in_channels=temporal_patch * in_channels,  # a token embeds the stacked chunk
             hidden_size=hidden_size,
             depth=depth,
             num_heads=num_heads,
@@ -119,7 +136,9 @@ class VideoDiT(PatchTransformer):
         )
         self.num_frames = num_frames
         self.causal = causal
-        self.tokens_per_frame = self.grid[0] * self.grid[1]
+        self.temporal_patch = temporal_patch
+        self.in_channels = in_channels  # per frame
+        self.tokens_per_frame = self.grid[0] * self.grid[1]  # per chunk when temporal_patch = 2
 
     # -- inputs -------------------------------------------------------------------------------
 
@@ -143,22 +162,34 @@ class VideoDiT(PatchTransformer):
                 f"(channels-last frames); got {tuple(x.shape)}. Build the network with matching "
                 f"input_size / in_channels."
             )
+        if x.shape[1] % self.temporal_patch:
+            raise ShapeError(
+                f"VideoDiT(temporal_patch={self.temporal_patch}) takes videos of whole 2-frame "
+                f"chunks; got T = {x.shape[1]} frames. Use an even number of frames."
+            )
 
     def _frame_condition(
         self, t: jax.Array, y: jax.Array | None, train: bool, dtype: jnp.dtype
     ) -> jax.Array:
-        """SiLU(t-embedding + label embedding) per frame: `t: [B, T]` → `[B, T, D]`."""
+        """SiLU(t-embedding + label embedding) per frame: `t: [B, T]` → `[B, T, D]` (per chunk,
+        `[B, T/2, D]`, the mean of its frames' t-embeddings, when `temporal_patch = 2`)."""
         b, frames = t.shape
         c = self.t_embedder(t.reshape(-1)).reshape(b, frames, -1)
+        if self.temporal_patch > 1:
+            c = jnp.mean(c.reshape(b, frames // self.temporal_patch, self.temporal_patch, -1), 2)
         label = add_label_condition(self, jnp.zeros_like(c[:, 0]), t[:, 0], y, train)
         return nnx.silu(c + label[:, None]).astype(dtype)
 
     def _embed(self, x: jax.Array) -> jax.Array:
-        """`[B, T, H, W, C]` → tokens `[B, T·P, D]` with the 2-D sin-cos position of each frame."""
-        b, frames = x.shape[:2]
-        h = self.x_embedder(x.reshape(b * frames, *x.shape[2:]))
+        """`[B, T, H, W, C]` → tokens `[B, U·P, D]` with the 2-D sin-cos position of each frame
+        (U = T / temporal_patch chunks; a chunk's frames stacked on channels, frame-major)."""
+        b, frames, hh, ww, ch = x.shape
+        u, tp = frames // self.temporal_patch, self.temporal_patch
+        if tp > 1:
+            x = jnp.moveaxis(x.reshape(b, u, tp, hh, ww, ch), 2, 4)
+        h = self.x_embedder(x.reshape(b * u, hh, ww, tp * ch))
         h = h + jnp.asarray(self.pos_embed(), h.dtype)
-        return h.reshape(b, frames * self.tokens_per_frame, -1)
+        return h.reshape(b, u * self.tokens_per_frame, -1)
 
     def _rope(self, frame_index: jax.Array) -> tuple[jax.Array, jax.Array]:
         """Temporal RoPE tables for tokens of frames `frame_index: [T]` (each repeated P times)."""
@@ -167,9 +198,11 @@ class VideoDiT(PatchTransformer):
 
     def _output(self, h: jax.Array, c: jax.Array, x: jax.Array, full_output: bool) -> jax.Array:
         b, frames = x.shape[:2]
-        out = self.final_layer(h, c).reshape(b * frames, self.tokens_per_frame, -1)
-        out = unpatchify(out, self.grid, self.patch_size).reshape(b, frames, *x.shape[2:4], -1)
-        out = out.astype(x.dtype)
+        u, tp = frames // self.temporal_patch, self.temporal_patch
+        out = self.final_layer(h, c).reshape(b * u, self.tokens_per_frame, -1)
+        out = unpatchify(out, self.grid, self.patch_size)  # channels (mean|σ, frame, C)
+        out = out.reshape(b, u, *x.shape[2:4], -1, tp, self.in_channels)
+        out = jnp.moveaxis(out, 5, 2).reshape(b, frames, *x.shape[2:4], -1).astype(x.dtype)
         return out[..., : self.in_channels] if self.learn_sigma and not full_output else out
 
     # -- full sequence ------------------------------------------------------------------------
@@ -192,23 +225,25 @@ class VideoDiT(PatchTransformer):
           x: `[B, T, H, W, C]`; t: `[B, T]` per-frame times in [0, 1] (or `[B]`, one for all
             frames); r: unsupported (None); y: `[B]` labels (`num_classes` = null label);
             train, return_hidden_at, full_output: as `DiT`; window: with `causal`, each frame
-            sees only the `window` frames before it (what `step` with that cache computes).
+            (chunk) sees only the `window` frames (chunks) before it (what `step` with that
+            cache computes).
         Returns:
-          `[B, T, H, W, C]`, and the hidden tokens `[B, T·P, D]` after block k if asked.
+          `[B, T, H, W, C]`, and the hidden tokens `[B, U·P, D]` after block k if asked
+          (U = T / temporal_patch).
         """
         if r is not None:
             raise ValueError("VideoDiT takes one time per frame; a second time r is unsupported.")
         self._check_video(x)
         if return_hidden_at is not None and not 1 <= return_hidden_at <= self.depth:
             raise ValueError(f"return_hidden_at={return_hidden_at} not in 1..{self.depth}.")
-        frames = x.shape[1]
+        units = x.shape[1] // self.temporal_patch
         h = self._embed(x)
         c = jnp.repeat(
             self._frame_condition(self._frame_times(x, t), y, train, h.dtype),
             self.tokens_per_frame,
             axis=1,
         )
-        rope = self._rope(jnp.arange(frames))
+        rope = self._rope(jnp.arange(units))
         if window is not None and not self.causal:
             raise ValueError("window (a sliding frame-causal mask) needs causal=True.")
         block_call = functools.partial(
@@ -231,8 +266,10 @@ class VideoDiT(PatchTransformer):
     def init_cache(
         self, batch_size: int, window: int | None = None, dtype: jnp.dtype = jnp.float32
     ) -> VideoKVCache:
-        """An empty cache of `window` context frames (default `num_frames − 1`, at least 1)."""
-        window = max(self.num_frames - 1, 1) if window is None else window
+        """An empty cache of `window` context frames (chunks when `temporal_patch = 2`; default
+        all but one of the training length, at least 1)."""
+        units = self.num_frames // self.temporal_patch
+        window = max(units - 1, 1) if window is None else window
         if window < 1:
             raise ValueError(f"the KV-cache window must hold ≥ 1 frame; got window={window}.")
         shape = (
@@ -254,13 +291,21 @@ class VideoDiT(PatchTransformer):
         full_output: bool = False,
     ) -> tuple[jax.Array, VideoKVCache]:
         """One frame `x: [B, H, W, C]` at time `t: [B]` (frame index `cache.pos`), attending to the
-        cached frames and itself → `(out [B, H, W, C], cache with this frame pushed)`."""
+        cached frames and itself → `(out [B, H, W, C], cache with this frame pushed)`; with
+        `temporal_patch = 2` one chunk `x: [B, 2, H, W, C]` (both frames at `t`) → `out` of the
+        same shape."""
         if not self.causal:
             raise ValueError(
                 "step() (KV-cache generation) needs a frame-causal network; build VideoDiT with "
                 "causal=True."
             )
-        self._check_video(x[:, None])
+        video = x[:, None] if self.temporal_patch == 1 else x
+        if self.temporal_patch > 1 and (x.ndim != 5 or x.shape[1] != self.temporal_patch):
+            raise ShapeError(
+                f"step() of VideoDiT(temporal_patch={self.temporal_patch}) takes one chunk "
+                f"x: [B, {self.temporal_patch}, H, W, C]; got {tuple(x.shape)}."
+            )
+        self._check_video(video)
         if t.shape != (x.shape[0],):
             raise ShapeError(
                 f"step() takes one time per example, t: [B] = [{x.shape[0]}]; got {tuple(t.shape)}."
@@ -274,15 +319,17 @@ class VideoDiT(PatchTransformer):
         window = cache.tokens // p
         held = jnp.minimum(cache.pos, window)
         visible = jnp.repeat(jnp.arange(window) >= window - held, p)
-        h = self._embed(x[:, None])
-        c = jnp.repeat(self._frame_condition(t[:, None], y, False, h.dtype), p, axis=1)
+        h = self._embed(video)
+        t_frames = jnp.repeat(t[:, None], self.temporal_patch, axis=1)
+        c = jnp.repeat(self._frame_condition(t_frames, y, False, h.dtype), p, axis=1)
         rope = self._rope(cache.pos[None])
         new_k, new_v = [], []
         for layer, block in enumerate(self.blocks):
             h, (k, v) = block(h, c, rope, cache=(cache.k[layer], cache.v[layer], visible))
             new_k.append(jnp.concatenate([cache.k[layer][:, p:], k.astype(cache.k.dtype)], 1))
             new_v.append(jnp.concatenate([cache.v[layer][:, p:], v.astype(cache.v.dtype)], 1))
-        out = self._output(h, c, x[:, None], full_output)[:, 0]
+        out = self._output(h, c, video, full_output)
+        out = out[:, 0] if self.temporal_patch == 1 else out
         return out, VideoKVCache(jnp.stack(new_k), jnp.stack(new_v), cache.pos + 1)
 
 

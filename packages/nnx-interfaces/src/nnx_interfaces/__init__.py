@@ -26,6 +26,7 @@ from nnx_interfaces.interpolants import Interpolant, get_interpolant
 from nnx_interfaces.meanflow import MeanFlowInterface
 from nnx_interfaces.oracles import GaussianOracle
 from nnx_interfaces.repa import REPA
+from nnx_interfaces.self_forcing import SelfForcing
 from nnx_interfaces.shortcut import Shortcut
 from nnx_interfaces.sit import SiTInterface
 from nnx_interfaces.time_dist import sample_time
@@ -58,6 +59,7 @@ __all__ = [
     "ProgressiveSelfDistillation",
     "Regression",
     "STSampling",
+    "SelfForcing",
     "Shortcut",
     "SiTInterface",
     "TimeDomain",

@@ -51,6 +51,8 @@ Time grid: u ∈ [0, 1] ↦ t, linear from the data end (`last_eval`) to the noi
 σ the Karras grid σ = (σ_min^{1/ρ} + u·(σ_max^{1/ρ} − σ_min^{1/ρ}))^ρ, ρ = 7 (DMD2's EDM grid).
 """
 
+import functools
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -221,16 +223,24 @@ class DMD(Interfaces):
         if K == 1:
             return self.generator.denoise(x, jnp.full((B,), times[0]), y=y)
         k_of = jax.random.randint(self.rngs.time(), (B,), 0, K)
+        denoise = functools.partial(self.generator.denoise, y=y)
+        return self.generator.denoise(*self.backward_simulation(denoise, noise, k_of), y=y)
+
+    def backward_simulation(
+        self, denoise: Callable[[jax.Array, jax.Array], jax.Array], noise: jax.Array, k_of
+    ) -> tuple[jax.Array, jax.Array]:
+        """The state x_k after k = `k_of` `[B]` steps of the K-step sampler (no gradient) and its
+        time t_k `[B]`: x_0 = σ(t_0)·noise[0], x_{k+1} = α·sg(denoise(x_k, t_k)) + σ·noise[k+1]."""
+        times, B = self.generator_times(), noise.shape[1]
+        x = self._start(noise[0])
         state, t_state = x, jnp.full((B,), times[0])
-        for k in range(1, K):  # x_k from x_{k−1}, no gradient; keep it where k_of ≥ k
-            x_hat = jax.lax.stop_gradient(
-                self.generator.denoise(x, jnp.full((B,), times[k - 1]), y=y)
-            )
+        for k in range(1, self.generator_steps):  # x_k from x_{k−1}; kept where k_of ≥ k
+            x_hat = jax.lax.stop_gradient(denoise(x, jnp.full((B,), times[k - 1])))
             x = self._renoise(x_hat, jnp.full((B,), times[k]), noise[k])
             pick = k_of >= k
             state = jnp.where(self.bcast_right(pick, x), x, state)
             t_state = jnp.where(pick, times[k], t_state)
-        return self.generator.denoise(state, t_state, y=y)
+        return state, t_state
 
     def _start(self, n: jax.Array) -> jax.Array:
         _, sigma = self.teacher.alpha_sigma(self.generator_times()[:1])

@@ -54,9 +54,14 @@ class DiffusionForcing(Interfaces):
         its network, rngs, time distribution and preconditioning are used as they are.
       noise_levels: "independent" (one training level per frame, Diffusion Forcing) or
         "shared" (one per clip).
+      frames_per_level: with "independent", consecutive groups of this many frames share a
+        level (2 for a `VideoDiT(temporal_patch=2)`: one level per chunk); T must be a
+        multiple of it.
     """
 
-    def __init__(self, base: Interfaces, *, noise_levels: str = "independent"):
+    def __init__(
+        self, base: Interfaces, *, noise_levels: str = "independent", frames_per_level: int = 1
+    ):
         if type(base).loss not in tuple(cls.loss for cls in _SUPPORTED):
             names = ", ".join(cls.__name__ for cls in _SUPPORTED)
             raise InterfaceConfigError(
@@ -67,9 +72,14 @@ class DiffusionForcing(Interfaces):
             raise InterfaceConfigError(
                 f"noise_levels must be one of {NOISE_LEVELS}; got {noise_levels!r}."
             )
+        if int(frames_per_level) != frames_per_level or frames_per_level < 1:
+            raise InterfaceConfigError(
+                f"frames_per_level must be a positive integer; got {frames_per_level!r}."
+            )
         super().__init__(base.network, base.train_time_dist_type, rngs=base.rngs)
         self.base = base
         self.noise_levels = noise_levels
+        self.frames_per_level = int(frames_per_level)
 
     # --- the base's math, per frame ----------------------------------------------------------
     @property
@@ -99,16 +109,32 @@ class DiffusionForcing(Interfaces):
     def sample_t(
         self, shape: tuple[int, ...], data_shape: tuple[int, ...] | None = None
     ) -> jax.Array:
-        """Training levels `[B, T]` (`shape`): independent per frame, or one per clip repeated.
-        `data_shape`: one frame's shape (SiT's resolution shift is per frame)."""
+        """Training levels `[B, T]` (`shape`): independent per frame (per group of
+        `frames_per_level` frames, which must hold whole chunks of a network with
+        `temporal_patch`), or one per clip repeated. `data_shape`: one frame's shape (SiT's
+        resolution shift is per frame)."""
         if len(shape) != 2:
             raise ValueError(f"DiffusionForcing draws [B, T] times; got shape {shape}.")
-        draw = shape if self.noise_levels == "independent" else shape[:1]
+        group = self.frames_per_level
+        patch = int(getattr(self.network, "temporal_patch", 1))
+        if self.noise_levels == "independent" and group % patch:
+            raise InterfaceConfigError(
+                f"the network conditions each {patch}-frame chunk on one time (temporal_patch="
+                f"{patch}), but frames_per_level={group} would give the frames of a chunk "
+                f"different training levels; use DiffusionForcing(..., frames_per_level={patch})."
+            )
+        if self.noise_levels == "independent" and shape[1] % group:
+            raise ValueError(
+                f"frames_per_level={group} needs T a multiple of {group}; got T = {shape[1]}."
+            )
+        draw = (shape[0], shape[1] // group) if self.noise_levels == "independent" else shape[:1]
         if isinstance(self.base, SiTInterface):
             t = self.base.sample_t(draw, data_shape=data_shape)
         else:
             t = self.base.sample_t(draw)
-        return t if t.shape == tuple(shape) else jnp.broadcast_to(t[:, None], shape)
+        if t.ndim == 1:
+            return jnp.broadcast_to(t[:, None], shape)
+        return t if group == 1 else jnp.repeat(t, group, axis=1)
 
     def sample_n(self, shape: tuple[int, ...]) -> jax.Array:
         return self.base.sample_n(shape)

@@ -34,7 +34,9 @@ The network protocol (duck-typed; `nnx_backbones.VideoDiT` has it):
     network.init_cache(batch, window) -> cache                  (a pytree of arrays)
     network.step(x [B, H, W, C], t [B], cache, *, y=None) -> (out [B, H, W, C], cache)
     network.causal (True; optional), network.temporal_patch (1; optional)
-Frame-chunked networks (`temporal_patch > 1`) are refused with an error for now.
+A frame-chunked network (`temporal_patch` = p > 1, e.g. `VideoDiT(temporal_patch=2)`) is rolled
+out chunk by chunk: the "frame" above is a chunk of p frames `[B, p, H, W, C]` at one level
+(`step` takes chunks), so F and the number of context frames must be multiples of p.
 """
 
 import dataclasses
@@ -93,11 +95,9 @@ def check_frame_model(model: Any) -> Any:
     except InterfaceConfigError as e:
         raise SamplerConfigError(str(e)) from None
     patch = getattr(network, "temporal_patch", 1)
-    if patch != 1:
+    if not isinstance(patch, int) or patch < 1:
         raise SamplerConfigError(
-            f"Autoregressive generates one frame per step; the network has temporal_patch="
-            f"{patch} (chunks of {patch} frames), which it does not support yet. Use a network "
-            f"with temporal_patch=1, or DiffusionForcingSampler (full-sequence forward)."
+            f"network.temporal_patch must be a positive int (frames per chunk); got {patch!r}."
         )
     return network
 
@@ -144,9 +144,11 @@ class Autoregressive:
 
     def nfe(self, model: Any, num_frames: int, num_context: int = 0) -> int:
         """Network evaluations per sample: the sampler's per frame, plus one push per context
-        and generated frame (CFG: one 2B call each)."""
+        and generated frame (CFG: one 2B call each); per chunk for a `temporal_patch` network."""
         per_frame = self.sampler.count_nfe(self.sampler.grid(model), model_info(model))
-        return num_frames * per_frame + num_context + num_frames
+        patch = getattr(getattr(model, "network", None), "temporal_patch", 1)
+        chunks, context_chunks = num_frames // patch, num_context // patch
+        return chunks * per_frame + context_chunks + chunks
 
     def sample(
         self,
@@ -211,7 +213,13 @@ class Autoregressive:
         grid = self.sampler.grid(model)
         static, state = nnx.split(model)
         program = _rollout_program(
-            self, sampler, static, info, g_spec, tuple(float(v) for v in grid)
+            self,
+            sampler,
+            static,
+            info,
+            g_spec,
+            tuple(float(v) for v in grid),
+            getattr(network, "temporal_patch", 1),
         )
         x = program(state, resolve_key(rngs_or_key), x_init, y, context)
         k = 0 if context is None else context.shape[1]
@@ -221,6 +229,12 @@ class Autoregressive:
 
 
 def _check_video(network, x: Any, name: str) -> None:
+    patch = getattr(network, "temporal_patch", 1)
+    if getattr(x, "ndim", 0) == 5 and x.shape[1] % patch:
+        raise SamplerConfigError(
+            f"{name} has {x.shape[1]} frames; this network generates chunks of temporal_patch="
+            f"{patch} frames, so the frame count must be a multiple of {patch}."
+        )
     frame = getattr(network, "input_size", None)
     channels = getattr(network, "in_channels", None)
     want = None if frame is None or channels is None else (*tuple(frame), channels)
@@ -233,7 +247,9 @@ def _check_video(network, x: Any, name: str) -> None:
 
 
 @functools.lru_cache(maxsize=64)
-def _rollout_program(ar: Autoregressive, sampler, static, info: ModelInfo, guidance, grid):
+def _rollout_program(
+    ar: Autoregressive, sampler, static, info: ModelInfo, guidance, grid, patch: int
+):
     """The whole rollout (context pushes, then a scan over frames) as one jitted program."""
     grid = np.asarray(grid)
     td = info.time_domain
@@ -262,7 +278,7 @@ def _rollout_program(ar: Autoregressive, sampler, static, info: ModelInfo, guida
 
         k_ctx, k_gen = jax.random.split(key)
         if context is not None:
-            ctx = jnp.moveaxis(context, 1, 0)
+            ctx = _chunks(context, patch)
             keys = jax.random.split(k_ctx, ctx.shape[0])
             cache, _ = jax.lax.scan(lambda ca, xk: (push(ca, *xk), None), cache, (ctx, keys))
 
@@ -273,8 +289,17 @@ def _rollout_program(ar: Autoregressive, sampler, static, info: ModelInfo, guida
             x, _ = sampler.integrate(f, k_sample, x0, grid, info, False)
             return push(cache, x, k_noise), x
 
-        frames = jnp.moveaxis(x_init, 1, 0)
+        frames = _chunks(x_init, patch)
         _, xs = jax.lax.scan(frame, cache, (frames, jax.random.split(k_gen, frames.shape[0])))
-        return jnp.moveaxis(xs, 0, 1)
+        xs = jnp.moveaxis(xs, 0, 1)  # [B, F/p, (p,) H, W, C]
+        return xs.reshape(x_init.shape)
 
     return jax.jit(program)
+
+
+def _chunks(video: jax.Array, patch: int) -> jax.Array:
+    """`[B, F, ...]` → scan inputs: frames `[F, B, ...]` (p = 1) or chunks `[F/p, B, p, ...]`."""
+    if patch == 1:
+        return jnp.moveaxis(video, 1, 0)
+    b, f = video.shape[:2]
+    return jnp.moveaxis(video.reshape(b, f // patch, patch, *video.shape[2:]), 1, 0)

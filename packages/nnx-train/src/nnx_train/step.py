@@ -27,6 +27,7 @@ which any tree was non-finite.
 """
 
 import dataclasses
+import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -85,7 +86,7 @@ def make_train_step(
         params, frozen = state["params"], state.get("frozen")
 
         def grads_of(p, rng, other, micro):
-            return grad_fn(p, None, frozen, rng, other, micro)
+            return grad_fn(p, None, frozen, rng, other, micro, state["step"])
 
         # --- loss and gradients, accumulated over micro-batches ---------------------------
         loss, aux, rng, other, grads = _accumulate(
@@ -166,11 +167,11 @@ def make_multi_train_step(
             _make_loss_fn(graphdef, rng_template, t.loss, t.name), has_aux=True
         )
 
-        def do(frozen, batch, carry):
+        def do(step_index, frozen, batch, carry):
             params, rng, other, tree, count = carry
 
             def grads_of(p, rng, other, micro):
-                return grad_fn(p, params, frozen, rng, other, micro)
+                return grad_fn(p, params, frozen, rng, other, micro, step_index)
 
             loss, aux, new_rng, new_other, grads = _accumulate(
                 grads_of, params[t.name], rng, other, batch, grad_accum
@@ -198,11 +199,11 @@ def make_multi_train_step(
 
         def run(step_index, frozen, batch, carry):
             if t.every == 1:
-                return do(frozen, batch, carry)
-            shapes = jax.eval_shape(lambda c: do(frozen, batch, c)[1], carry)
+                return do(step_index, frozen, batch, carry)
+            shapes = jax.eval_shape(lambda c: do(step_index, frozen, batch, c)[1], carry)
             return jax.lax.cond(
                 step_index % t.every == t.offset,
-                lambda c: do(frozen, batch, c),
+                lambda c: do(step_index, frozen, batch, c),
                 lambda c: skip(frozen, batch, c, shapes),
                 carry,
             )
@@ -241,15 +242,24 @@ TREE_KEYS = ("params", "opt_state", "ema", "power_ema")
 
 
 def _make_loss_fn(graphdef: nnx.GraphDef, rng_template: Any, method: str, tree: str | None):
-    """loss_fn(tree_params, params, frozen, rng, other, micro) → (loss, (aux, rng, other)): the
-    objective's `method` on one micro-batch, differentiable in `tree_params` (all trained
-    parameters when `tree` is None, else `params[tree]`, the other trees held fixed)."""
+    """loss_fn(tree_params, params, frozen, rng, other, micro, step) → (loss, (aux, rng, other)):
+    the objective's `method` on one micro-batch, differentiable in `tree_params` (all trained
+    parameters when `tree` is None, else `params[tree]`, the other trees held fixed). A loss
+    with a named `step` parameter (sCD's tangent warm-up, schedules of flow maps) gets the number
+    of completed train steps."""
 
-    def loss_fn(tree_params, params, frozen, rng, other, micro):
+    def loss_fn(tree_params, params, frozen, rng, other, micro, step):
         full = tree_params if tree is None else {**params, tree: tree_params}
         model = merge_module(graphdef, full, data_to_keys(rng, rng_template), other, frozen)
         # every batch entry but "x" is a keyword argument of the loss: y, x_feature (REPA), ...
         kwargs = {k: v for k, v in micro.items() if k != "x"}
+        if "step" in kwargs:
+            raise ValueError(
+                "a batch entry named 'step' would shadow the train step passed to the loss; "
+                "rename it."
+            )
+        if _takes_step(getattr(model, method)):
+            kwargs["step"] = step
         out = getattr(model, method)(micro["x"], return_aux=True, **kwargs)
         loss, aux = out if isinstance(out, tuple) else (out, {})
         _, _, new_rng, new_other = nnx.split(model, nnx.Param, nnx.RngState, ...)
@@ -258,6 +268,15 @@ def _make_loss_fn(graphdef: nnx.GraphDef, rng_template: Any, method: str, tree: 
         return loss.astype(jnp.float32), (aux, new_rng, nnx.to_pure_dict(new_other))
 
     return loss_fn
+
+
+def _takes_step(fn: Callable[..., Any]) -> bool:
+    """Whether `fn` names a `step` parameter (not merely `**kwargs`, which go to the network)."""
+    try:
+        param = inspect.signature(fn).parameters.get("step")
+    except (TypeError, ValueError):
+        return False
+    return param is not None and param.kind is not inspect.Parameter.VAR_KEYWORD
 
 
 def _accumulate(grad_fn, params, rng, other, batch, grad_accum):
