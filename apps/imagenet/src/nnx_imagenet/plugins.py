@@ -296,6 +296,7 @@ def build_self_forcing(
       ConfigError: no teacher workdir, a teacher that is not Diffusion Forcing, or config.model
         is not the teacher's architecture.
     """
+    from nnx_imagenet.config_loading import load_config
     from nnx_imagenet.errors import ConfigError
     from nnx_interfaces.self_forcing import SelfForcing
     from nnx_train import config as config_lib
@@ -306,13 +307,14 @@ def build_self_forcing(
             f"--config.interface.teacher_workdir=RUN_DIR (a workdir trained with "
             f"--config={teacher_config})."
         )
-    teacher, teacher_cfg = load_teacher(teacher_config, teacher_workdir)
-    if teacher_cfg.interface.name != "diffusion_forcing":
+    name = load_config(teacher_config).interface.name
+    if name != "diffusion_forcing":
         raise ConfigError(
             f"Self Forcing distils a causal video model trained with interface.name = "
-            f"'diffusion_forcing'; the teacher config {teacher_config!r} uses "
-            f"{teacher_cfg.interface.name!r}. Use --config.interface.teacher_config=video_demo."
+            f"'diffusion_forcing'; the teacher config {teacher_config!r} uses {name!r}. Use "
+            f"--config.interface.teacher_config=video_demo."
         )
+    teacher, teacher_cfg = load_teacher(teacher_config, teacher_workdir)
     try:
         nnx.update(network, nnx.state(teacher.network, nnx.Param))
     except Exception as e:  # a different architecture: say which configs to align
