@@ -195,6 +195,27 @@ def load_teacher(teacher_config: str, teacher_workdir: str = "", teacher_path: s
     return teacher, teacher_cfg
 
 
+def generator_from_teacher(network: nnx.Module, teacher, teacher_cfg, teacher_config: str):
+    """The teacher's interface (its config's `interface` section) around `network`, which gets
+    the teacher's weights: a distilled generator's starting point.
+
+    Raises:
+      ConfigError: `network` is not the teacher's architecture.
+    """
+    from nnx_imagenet.errors import ConfigError
+    from nnx_train import config as config_lib
+
+    try:
+        nnx.update(network, nnx.state(teacher.network, nnx.Param))
+    except Exception as e:  # a different architecture: say which configs to align
+        raise ConfigError(
+            f"config.model must be the teacher's architecture (the generator starts from its "
+            f"weights): copy the model section of --config={teacher_config}. ({e})"
+        ) from e
+    kwargs = config_lib.constructor_kwargs(teacher_cfg.interface)
+    return registry.build("interface", teacher_cfg.interface.name, network, **kwargs)
+
+
 def build_dmd(
     network: nnx.Module,
     *,
@@ -223,20 +244,10 @@ def build_dmd(
     Raises:
       ConfigError: config.model is not the teacher's architecture.
     """
-    from nnx_imagenet.errors import ConfigError
     from nnx_interfaces.dmd import DMD
-    from nnx_train import config as config_lib
 
     teacher, teacher_cfg = load_teacher(teacher_config, teacher_workdir, teacher_path)
-    try:
-        nnx.update(network, nnx.state(teacher.network, nnx.Param))
-    except Exception as e:  # a different architecture: say which configs to align
-        raise ConfigError(
-            f"config.model must be the teacher's architecture (the generator starts from its "
-            f"weights): copy the model section of --config={teacher_config}. ({e})"
-        ) from e
-    iface_kwargs = config_lib.constructor_kwargs(teacher_cfg.interface)
-    generator = registry.build("interface", teacher_cfg.interface.name, network, **iface_kwargs)
+    generator = generator_from_teacher(network, teacher, teacher_cfg, teacher_config)
     use_gan = bool(gan_weight_generator or gan_weight_critic)
     depth = getattr(network, "depth", 1)
     hidden_at = (gan_hidden_at or (depth if isinstance(depth, int) else sum(depth))) or None
@@ -315,16 +326,8 @@ def build_self_forcing(
             f"--config.interface.teacher_config=video_demo."
         )
     teacher, teacher_cfg = load_teacher(teacher_config, teacher_workdir)
-    try:
-        nnx.update(network, nnx.state(teacher.network, nnx.Param))
-    except Exception as e:  # a different architecture: say which configs to align
-        raise ConfigError(
-            f"config.model must be the teacher's architecture (the generator starts from its "
-            f"weights): copy the model section of --config={teacher_config}. ({e})"
-        ) from e
-    kwargs = config_lib.constructor_kwargs(teacher_cfg.interface)
-    generator = registry.build("interface", "diffusion_forcing", network, **kwargs)
-    fake_kwargs = {**kwargs, "noise_levels": "shared"}
+    generator = generator_from_teacher(network, teacher, teacher_cfg, teacher_config)
+    fake_kwargs = {**config_lib.constructor_kwargs(teacher_cfg.interface), "noise_levels": "shared"}
     fake = registry.build("interface", "diffusion_forcing", nnx.clone(network), **fake_kwargs)
     return SelfForcing(
         generator,
