@@ -19,7 +19,7 @@ from nnx_train import callbacks, trainer
 
 EXPECTED = {
     "digits", "dit", "dit_repa", "edm", "flowmap", "lightning_ddt_rae", "lightning_dit",
-    "meanflow", "scd", "sit", "dmd2", "demo_dmd", "video_demo",
+    "meanflow", "scd", "sit", "dmd2", "demo_dmd", "video_demo", "video_self_forcing",
 }  # fmt: skip
 
 

@@ -29,6 +29,7 @@ APP_BUILDERS: dict[str, dict[str, str]] = {
         "imagenet.repa": "nnx_imagenet.plugins:build_repa",
         "imagenet.scd": "nnx_imagenet.plugins:build_scd",
         "imagenet.dmd": "nnx_imagenet.plugins:build_dmd",
+        "imagenet.self_forcing": "nnx_imagenet.plugins:build_self_forcing",
     },
 }
 

@@ -195,6 +195,27 @@ def load_teacher(teacher_config: str, teacher_workdir: str = "", teacher_path: s
     return teacher, teacher_cfg
 
 
+def generator_from_teacher(network: nnx.Module, teacher, teacher_cfg, teacher_config: str):
+    """The teacher's interface (its config's `interface` section) around `network`, which gets
+    the teacher's weights: a distilled generator's starting point.
+
+    Raises:
+      ConfigError: `network` is not the teacher's architecture.
+    """
+    from nnx_imagenet.errors import ConfigError
+    from nnx_train import config as config_lib
+
+    try:
+        nnx.update(network, nnx.state(teacher.network, nnx.Param))
+    except Exception as e:  # a different architecture: say which configs to align
+        raise ConfigError(
+            f"config.model must be the teacher's architecture (the generator starts from its "
+            f"weights): copy the model section of --config={teacher_config}. ({e})"
+        ) from e
+    kwargs = config_lib.constructor_kwargs(teacher_cfg.interface)
+    return registry.build("interface", teacher_cfg.interface.name, network, **kwargs)
+
+
 def build_dmd(
     network: nnx.Module,
     *,
@@ -223,20 +244,10 @@ def build_dmd(
     Raises:
       ConfigError: config.model is not the teacher's architecture.
     """
-    from nnx_imagenet.errors import ConfigError
     from nnx_interfaces.dmd import DMD
-    from nnx_train import config as config_lib
 
     teacher, teacher_cfg = load_teacher(teacher_config, teacher_workdir, teacher_path)
-    try:
-        nnx.update(network, nnx.state(teacher.network, nnx.Param))
-    except Exception as e:  # a different architecture: say which configs to align
-        raise ConfigError(
-            f"config.model must be the teacher's architecture (the generator starts from its "
-            f"weights): copy the model section of --config={teacher_config}. ({e})"
-        ) from e
-    iface_kwargs = config_lib.constructor_kwargs(teacher_cfg.interface)
-    generator = registry.build("interface", teacher_cfg.interface.name, network, **iface_kwargs)
+    generator = generator_from_teacher(network, teacher, teacher_cfg, teacher_config)
     use_gan = bool(gan_weight_generator or gan_weight_critic)
     depth = getattr(network, "depth", 1)
     hidden_at = (gan_hidden_at or (depth if isinstance(depth, int) else sum(depth))) or None
@@ -266,3 +277,70 @@ def build_dmd(
         gan_channels=int(channels),
         gan_t_max=gan_t_max,
     )  # fmt: skip
+
+
+def build_self_forcing(
+    network: nnx.Module,
+    *,
+    teacher_config: str,
+    teacher_workdir: str,
+    generator_steps: int = 4,
+    fake_updates: int = 5,
+    guidance: float = 1.0,
+    t_min: float = 0.02,
+    t_max: float = 0.98,
+    normalize: bool = True,
+    exit_step: str = "rollout",
+    context_noise: float = 0.0,
+    window: int = 0,
+) -> nnx.Module:
+    """Self Forcing (`nnx_interfaces.self_forcing.SelfForcing`) from a Diffusion-Forcing run.
+
+    The teacher is the `sample.ema` weights of the newest checkpoint of `teacher_workdir`
+    (trained with `teacher_config`, interface `diffusion_forcing` around a causal `video_dit`),
+    frozen; the generator is the teacher's interface around `network` (config.model, the
+    teacher's architecture) holding its weights; the fake score a copy of it with one noise level
+    per video (`noise_levels="shared"`, as in the paper). `window` (0: the network's default)
+    is the rollout's KV-cache window; CFG's null label is the teacher's `data.num_classes`.
+
+    Raises:
+      ConfigError: no teacher workdir, a teacher that is not Diffusion Forcing, or config.model
+        is not the teacher's architecture.
+    """
+    from nnx_imagenet.config_loading import load_config
+    from nnx_imagenet.errors import ConfigError
+    from nnx_interfaces.self_forcing import SelfForcing
+    from nnx_train import config as config_lib
+
+    if not teacher_workdir:
+        raise ConfigError(
+            "Self Forcing needs a trained Diffusion-Forcing teacher: set "
+            f"--config.interface.teacher_workdir=RUN_DIR (a workdir trained with "
+            f"--config={teacher_config})."
+        )
+    name = load_config(teacher_config).interface.name
+    if name != "diffusion_forcing":
+        raise ConfigError(
+            f"Self Forcing distils a causal video model trained with interface.name = "
+            f"'diffusion_forcing'; the teacher config {teacher_config!r} uses {name!r}. Use "
+            f"--config.interface.teacher_config=video_demo."
+        )
+    teacher, teacher_cfg = load_teacher(teacher_config, teacher_workdir)
+    generator = generator_from_teacher(network, teacher, teacher_cfg, teacher_config)
+    fake_kwargs = {**config_lib.constructor_kwargs(teacher_cfg.interface), "noise_levels": "shared"}
+    fake = registry.build("interface", "diffusion_forcing", nnx.clone(network), **fake_kwargs)
+    return SelfForcing(
+        generator,
+        fake,
+        teacher,
+        generator_steps=generator_steps,
+        fake_updates=fake_updates,
+        guidance=guidance,
+        null_label=teacher_cfg.data.num_classes if guidance != 1.0 else None,
+        t_min=t_min,
+        t_max=t_max,
+        normalize=normalize,
+        exit_step=exit_step,
+        context_noise=context_noise,
+        window=window or None,
+    )

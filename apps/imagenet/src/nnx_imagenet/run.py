@@ -52,7 +52,8 @@ def run_train(config: ml_collections.ConfigDict) -> dict:
     """
     validate(config)
     dmd_demo = config.data.name == "digits" and config.interface.name == "imagenet.dmd"
-    if dmd_demo:  # the DMD2 digits demo distils the digits demo: train that first if absent
+    sf_demo = config.interface.name == "imagenet.self_forcing"  # the video demo's SF stage
+    if dmd_demo or sf_demo:  # distilling a demo run: train that (the teacher) first if absent
         from nnx_imagenet.demo.dmd_demo import ensure_teacher
 
         ensure_teacher(config)
@@ -70,6 +71,10 @@ def run_train(config: ml_collections.ConfigDict) -> dict:
         from nnx_imagenet.demo.dmd_demo import finish_dmd_demo
 
         out["report"] = finish_dmd_demo(config, result.state)
+    elif sf_demo and config.data.name == "moving_digits" and not result.preempted and is_main:
+        from nnx_imagenet.demo.video_sf_demo import finish_self_forcing_demo
+
+        out.update(finish_self_forcing_demo(config, result.state, train_seconds))
     elif config.data.name == "moving_digits" and not result.preempted and is_main:
         from nnx_imagenet.demo.video_demo import finish_video_demo
 

@@ -42,7 +42,9 @@ def ensure_teacher(config: ml_collections.ConfigDict) -> None:
     finally:
         ckpt.close()
     if not have:
-        print(f"[demo_dmd] no teacher under {teacher_cfg.workdir}: training it first", flush=True)
+        print(
+            f"nnx-imagenet: no teacher under {teacher_cfg.workdir}: training it first", flush=True
+        )
         run_train(teacher_cfg)
 
 
