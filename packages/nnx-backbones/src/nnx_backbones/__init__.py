@@ -26,7 +26,7 @@ from nnx_backbones.rae import RAE, RAEDecoderConfig, estimate_latent_stats
 from nnx_backbones.sd_vae import AutoencoderKL, LatentScaling, VAEConfig
 from nnx_backbones.video_dit import VideoDiT, VideoKVCache
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 __all__ = [
     "MLP",

@@ -31,7 +31,7 @@ from nnx_interfaces.shortcut import Shortcut
 from nnx_interfaces.sit import SiTInterface
 from nnx_interfaces.time_dist import sample_time
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 __all__ = [
     "DMD",

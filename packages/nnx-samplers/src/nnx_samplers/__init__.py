@@ -33,7 +33,7 @@ from nnx_samplers.schedules import (
 )
 from nnx_samplers.sde import EulerMaruyama
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 __all__ = [
     "DDIM",

@@ -34,7 +34,7 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'nnx_train' has no attribute {name!r}")
 
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 __all__ = [
     "CheckpointError",
