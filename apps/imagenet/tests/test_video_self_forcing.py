@@ -50,17 +50,17 @@ def test_video_self_forcing_smoke_trains_the_teacher_first_and_writes_the_report
     sf = root / "sf"
     report = json.loads((sf / "video_report.json").read_text())
     gen, real, teacher = report["generated"], report["training"], report["teacher"]
-    assert gen["num_videos"] == 4 and gen["num_frames"] == 16  # 4 clips of 4 frames
+    assert gen["num_videos"] == 4 and gen["num_frames"] == 32  # GENERATED_FRAMES
     assert report["generator_steps"] == 2 and report["train_steps"] == 4
     assert real["motion_score"] == 1.0 and real["class_consistency"] > 0.9  # the ceiling
-    assert teacher["generated"]["num_frames"] == 16  # the teacher's own report, next to it
+    assert teacher["generated"]["num_frames"] == 32  # the teacher's own report, next to it
     for r in (gen, teacher["generated"]):
         assert 0.0 <= r["class_consistency"] <= 1.0 and 0.0 <= r["motion_score"] <= 1.0
     assert report["passed"] is False
     txt = (sf / "video_report.txt").read_text()
     assert "2 steps per frame" in txt and "teacher (autoregressive, euler 2 steps" in txt
     gif = Image.open(sf / "videos_per_class.gif")
-    assert gif.n_frames == 16 and gif.size == (4 * (4 * 32 + 3 * 2), 4 * 32)
+    assert gif.n_frames == 32 and gif.size == (4 * (4 * 32 + 3 * 2), 4 * 32)
     assert sorted(p.name for p in (sf / "videos").iterdir()) == [f"class_{c}.gif" for c in range(4)]
     assert (sf / "loss_curve_critic.png").is_file()  # 4 critic updates, 2 generator updates
     logged = [json.loads(line) for line in (sf / "metrics.jsonl").open()]

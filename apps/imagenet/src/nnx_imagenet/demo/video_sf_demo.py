@@ -28,7 +28,7 @@ import numpy as np
 from nnx_imagenet.data.digits import NUM_CLASSES, load_digits_split
 from nnx_imagenet.demo.digits_demo import read_losses
 from nnx_imagenet.demo.plots import save_gif, save_loss_curve
-from nnx_imagenet.demo.video_demo import LENGTH_FACTOR, real_videos, side_by_side, to_uint8
+from nnx_imagenet.demo.video_demo import GENERATED_FRAMES, real_videos, side_by_side, to_uint8
 from nnx_imagenet.demo.video_report import (
     fit_crop_classifier,
     format_video_report,
@@ -93,7 +93,7 @@ def finish_self_forcing_demo(
       `run_train`'s extra entries: report, report_text, files.
     """
     workdir = Path(config.workdir)
-    num_frames = LENGTH_FACTOR * int(config.data.shape[0])
+    num_frames = GENERATED_FRAMES
     labels = np.arange(int(config.eval.num_images), dtype=np.int32) % NUM_CLASSES
     start = time.perf_counter()
     videos = few_step_videos(config, state, labels, num_frames)
