@@ -15,7 +15,7 @@ the generator follows the DMD direction between fake and teacher scores. Default
 paper's), TTUR 5, no CFG in the real score (the teacher samples without it), AdamW β = (0, 0.999)
 with 2e-4 (generator, EMA 0.99) / 4e-4 (fake score), batch 16 of 8-frame rollouts, 500 steps.
 Afterwards
-(`demo/video_sf_demo.py`) `eval.num_images` videos of 4 clip lengths are generated with the K-step
+(`demo/video_sf_demo.py`) `eval.num_images` videos of 32 frames are generated with the K-step
 generator and the rolling cache, and the video demo's GIFs and report are written with the
 teacher's numbers next to them.
 """

@@ -11,7 +11,7 @@ Writes into the workdir (as `demo/video_demo.py` does for the teacher):
 
 Generation is `SelfForcing.generate` (the generator's `eval.ema` weights): frame by frame, K
 denoising steps each (the few-step grid the generator was trained on), the clean frame pushed
-into the KV cache, which rolls once it holds its window, so the videos (4 clip lengths) are
+into the KV cache, which rolls once it holds its window, so the videos (32 frames) are
 longer than the training clips. The teacher's numbers are its own `video_report.json` (its
 configured per-frame sampler), written when it was trained.
 """
