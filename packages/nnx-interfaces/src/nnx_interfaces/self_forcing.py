@@ -46,7 +46,6 @@ from flax import nnx
 
 from nnx_interfaces.base import Interfaces
 from nnx_interfaces.dmd import DMD
-from nnx_interfaces.edm import EDMInterface
 from nnx_interfaces.errors import InterfaceConfigError
 from nnx_interfaces.forcing import DiffusionForcing
 
@@ -135,10 +134,8 @@ class SelfForcing(DMD):
     ) -> tuple[jax.Array, Any]:
         """x̂ = E[x | x_t] of one frame (chunk) `x_t` at times `t: [B]`, attending to `cache`
         → `(x̂, cache with x_t pushed)` (the generator's preconditioning around `network.step`)."""
-        base = self.generator.base
-        x_in = self.bcast_right(base.c_in(t), x_t) * x_t
-        f, cache = self.generator.network.step(x_in, base.c_noise(t), cache, y=y)
-        return _denoised(base, x_t, t, base.precondition(x_t, t, f)), cache
+        frame = self.generator.frame_step(cache)
+        return frame.denoise(x_t, t, y=y), frame.push(x_t, t, y=y)
 
     # --- the rollout ---------------------------------------------------------------------------
     def rollout(
@@ -186,15 +183,17 @@ class SelfForcing(DMD):
         def one_chunk(cache, inputs):
             z, exit_at, z_ctx = inputs
 
+            frame = self.generator.frame_step(cache)
+
             def denoise(x, t):  # through the cache of the context, which stays as it is
-                return self.step_denoise(x, t, cache, y=y)[0]
+                return frame.denoise(x, t, y=y)
 
             state, t_state = self.backward_simulation(denoise, z, exit_at)  # no gradient
             out = denoise(state, t_state)  # the frame, with gradient
             pushed = jax.lax.stop_gradient(out)
             if self.context_noise > 0:
                 pushed = self._renoise(pushed, t_ctx, z_ctx)
-            _, cache = self.step_denoise(pushed, t_ctx, cache, y=y)
+            cache = frame.push(pushed, t_ctx, y=y)
             return jax.lax.stop_gradient(cache), out
 
         cache = jax.lax.stop_gradient(net.init_cache(B, self.window))
@@ -234,13 +233,3 @@ def _chunk_frames(net: nnx.Module, frames: int) -> int:
             f"frames is not a whole number of chunks. Use a multiple of {c} frames."
         )
     return c
-
-
-def _denoised(base: Interfaces, x_t: jax.Array, t: jax.Array, out: jax.Array) -> jax.Array:
-    """E[x | x_t] from the base's preconditioned output: EDM's D_θ itself; for a velocity
-    (SiT) the affine-path inversion of `Interfaces.denoise`, x̂ = (σ'·x_t − σ·v)/(α·σ' − α'·σ)."""
-    if isinstance(base, EDMInterface):
-        return out
-    alpha, sigma, d_alpha, d_sigma = base.path_derivatives(t)
-    b = base.bcast_right
-    return (b(d_sigma, x_t) * x_t - b(sigma, x_t) * out) / b(alpha * d_sigma - d_alpha * sigma, x_t)
